@@ -1,0 +1,2 @@
+"""The detection engine: plain Python, no widgets (a test enforces that nothing under
+``msda_widgets.engine`` imports ipywidgets or bqplot)."""
