@@ -34,6 +34,7 @@ __all__ = ["Detector", "Detection", "FORMAT", "FORMAT_VERSION"]
 FORMAT = "msda_widgets.detector"
 FORMAT_VERSION = 1
 SCORE_BATCH = 1024
+BACKGROUND_SIZE = 100  # normal training windows kept for SHAP / baselines
 
 DataLike = Union[pd.DataFrame, pd.Series, np.ndarray, str, os.PathLike]
 
@@ -301,9 +302,48 @@ class Detector:
         self.train_scores_ = self._scores_from(errors)
         self.train_index_ = sd.index[errors.judged]
         self.threshold_ = compute_threshold(self.train_scores_, cfg.score.threshold, cfg.score.threshold_param)
+        self.background_ = self._background(win, train_idx, self.train_scores_)
         self.fit_seconds_ = time.perf_counter() - t0
-        self._fit_data_ = (sd, scaled, train_idx)  # used by explanations (background windows)
         return self
+
+    def _background(self, win: Windows, train_idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Up to BACKGROUND_SIZE normal training windows (score <= threshold), evenly spaced in time.
+
+        Shape ``(K, lookback + 1, S)`` for a forecaster (the window and the observed next step) and
+        ``(K, lookback, S)`` for an autoencoder: the same layout as an explanation's input.
+        Chosen without randomness, so explanations are reproducible; saved with the model.
+        """
+        normal = train_idx[scores[train_idx] <= self.threshold_]
+        if len(normal) == 0:
+            normal = train_idx
+        pick = normal[np.unique(np.linspace(0, len(normal) - 1, min(BACKGROUND_SIZE, len(normal))).round().astype(int))]
+        return self.explain_input(win, pick)
+
+    def explain_input(self, win: Windows, idx: np.ndarray) -> np.ndarray:
+        """The tensor layout explanations use for windows ``idx``: float32 ``(n, L(+1), S)``;
+        a forecaster's observed next step is appended as the last time step (offset 0)."""
+        x = np.asarray(win.inputs[idx], dtype=np.float32)
+        if self.task == "forecast":
+            x = np.concatenate([x, np.asarray(win.targets[idx], dtype=np.float32)[:, None, :]], axis=1)
+        return np.ascontiguousarray(x)
+
+    # -- explanations (see msda_widgets.engine.explain) --------------------------------------
+    def explain(self, data: Union[DataLike, Detection], when: Any, method: str = "shap", **options: Any):
+        """Attributions of this detector's own anomaly score at ``when`` (a timestamp/label of
+        ``data``'s index, or an integer row position). Returns an ``Explanation``."""
+        from .explain import explain
+        return explain(self, data, when, method, **options)
+
+    def explain_many(self, data: Union[DataLike, Detection], whens: Any = None, method: str = "shap",
+                     **options: Any):
+        """Explain many rows at once (default: every flagged row). Returns an ``ExplanationSet``."""
+        from .explain import explain_many
+        return explain_many(self, data, whens, method, **options)
+
+    def activations(self, data: Union[DataLike, Detection], when: Any) -> dict:
+        """Each layer's activations over time for the window judging ``when``."""
+        from .explain import activations
+        return activations(self, data, when)
 
     # -- scoring -------------------------------------------------------------------------------
     def detect(self, data: DataLike) -> Detection:
@@ -363,6 +403,7 @@ class Detector:
             "error_mean": torch.from_numpy(self.error_mean_),
             "error_precision": torch.from_numpy(self.error_precision_),
             "history": json.dumps(self.history_.to_dict(), default=_json_default),
+            "background": torch.from_numpy(self.background_),
         }
         path = Path(path)
         torch.save(bundle, path)
@@ -401,6 +442,7 @@ class Detector:
             train_scores = bundle["train_scores"].numpy()
             error_mean = bundle["error_mean"].numpy()
             error_precision = bundle["error_precision"].numpy()
+            background = bundle["background"].numpy()
         except ModelFileError:
             raise
         except Exception as exc:  # any inconsistency inside the bundle
@@ -409,6 +451,6 @@ class Detector:
                                 else det.config.train.device)
         det.pipeline_, det.scaler_, det.model_, det.device_ = pipeline, scaler, model.to(device).eval(), device
         det.history_, det.threshold_, det.train_scores_ = history, threshold, train_scores
-        det.error_mean_, det.error_precision_ = error_mean, error_precision
+        det.error_mean_, det.error_precision_, det.background_ = error_mean, error_precision, background
         det.versions_ = json.loads(bundle.get("versions", "{}"))
         return det
