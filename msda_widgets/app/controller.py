@@ -1,0 +1,508 @@
+"""Controller: the only writer of :class:`~msda_widgets.app.state.AppState`.
+
+Views call its methods; it calls the engine and publishes results into the state. Training
+runs in a worker thread; its progress reaches the state at most ``publish_interval`` apart
+(default 0.1 s, i.e. ≤ 10 updates per second), each batch of changes applied at once with
+``hold_trait_notifications``. Every public method turns engine errors into a plain message in
+``state.message`` (``level="error"``) and leaves the previous data and results in place: no
+traceback reaches the page.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from ..config import DataConfig, DetectorConfig
+from ..engine.data import DataPipeline, load_csv
+from ..errors import MsdaError
+from .state import AppState, Results, SeriesView
+
+__all__ = ["Controller", "MAX_UPLOAD_BYTES", "DEFAULT_SETTINGS"]
+
+log = logging.getLogger(__name__)
+
+#: Voila's websocket refuses messages above ~10 MB; larger uploads are refused before parsing.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: Dashboard defaults: the engine's, with a fixed seed.
+DEFAULT_SETTINGS: dict[str, Any] = {**DetectorConfig().flat(), "seed": 0}
+_DATA_KEYS = set(DataConfig.field_names())
+HIST_BINS = 50
+TOP_SENSORS = 3
+
+
+def _guarded(method: Callable) -> Callable:
+    """Report any exception of a controller method in the status line instead of raising."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Controller", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except MsdaError as exc:
+            self._say(str(exc), "error")
+        except Exception as exc:  # the page must never show a traceback
+            log.exception("msda_widgets dashboard: %s failed", method.__name__)
+            self._say(f"Something went wrong ({type(exc).__name__}: {exc}). Your previous results are kept.",
+                      "error")
+        return False if method.__name__ in _BOOL_METHODS else None
+
+    return wrapper
+
+
+_BOOL_METHODS = {"load", "load_upload", "update_settings", "set_time_column", "train"}
+
+
+class Controller:
+    MAX_UPLOAD_BYTES = MAX_UPLOAD_BYTES
+
+    def __init__(self, state: Optional[AppState] = None, settings: Optional[dict] = None, *,
+                 publish_interval: float = 0.1, warm_up: bool = False) -> None:
+        self.state = state if state is not None else AppState()
+        self.publish_interval = publish_interval
+        self._frame: Optional[pd.DataFrame] = None
+        self._lock = threading.RLock()
+        self._thread: Optional[threading.Thread] = None
+        self._token = None
+        self._run_id = 0
+        self._last_publish = 0.0
+        merged = DetectorConfig.from_flat(**{**DEFAULT_SETTINGS, **(settings or {})}).flat()
+        self.state.settings = merged
+        self.state.threshold_method = merged["threshold"]
+        self.state.threshold_param = merged["threshold_param"]
+        if warm_up:
+            threading.Thread(target=self._warm_up, name="msda-warm-up", daemon=True).start()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _say(self, message: str, level: str = "info") -> None:
+        with self.state.hold_trait_notifications():
+            self.state.message = message
+            self.state.level = level
+
+    @staticmethod
+    def _warm_up() -> None:
+        """Import torch in the background so the first Train click streams quickly."""
+        try:
+            import msda_widgets.engine.detector  # noqa: F401
+        except Exception:  # pragma: no cover - reported when training starts
+            log.exception("warm-up import failed")
+
+    @property
+    def frame(self) -> Optional[pd.DataFrame]:
+        """The current table (as loaded; never modified)."""
+        return self._frame
+
+    @property
+    def is_training(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the training thread ends (for tests and scripts). True if it ended."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    # -- data -------------------------------------------------------------------------------
+    def _to_frame(self, data: Any, name: Optional[str]) -> tuple[pd.DataFrame, str]:
+        if data is None:
+            from .. import datasets
+            data = datasets.demo()
+        if hasattr(data, "with_labels") and hasattr(data, "events"):  # datasets.LabelledData
+            return data.with_labels(), name or data.name
+        if isinstance(data, pd.DataFrame):
+            return data, name or "DataFrame"
+        if isinstance(data, (str, os.PathLike)):
+            frame = load_csv(data, missing_values=self.state.settings.get("missing_values", ()))
+            return frame, name or os.path.basename(os.fspath(data))
+        raise MsdaError(f"Cannot open a {type(data).__name__}: pass a DataFrame, a CSV path or nothing "
+                        f"(the built-in demo data).")
+
+    def _series_view(self, frame: pd.DataFrame, settings: dict) -> tuple[SeriesView, Any, Optional[str]]:
+        config = DataConfig.from_dict({k: settings[k] for k in _DATA_KEYS})
+        sd = DataPipeline(config).fit_prepare(frame, min_rows=int(settings["lookback"]) + 2)
+        label = next((c for c in sd.report.label_columns if c in frame.columns), None)
+        labels = None
+        if label is not None:
+            truth = pd.to_numeric(frame[label], errors="coerce").fillna(0).to_numpy() > 0
+            labels = np.bincount(sd.positions, weights=truth, minlength=len(sd.index)) > 0
+        view = SeriesView(sd.index, sd.values, sd.sensors, sd.missing, labels)
+        return view, sd.report, label
+
+    def _publish_data(self, frame: pd.DataFrame, name: str, view: SeriesView, report: Any,
+                      label: Optional[str]) -> None:
+        numeric = tuple(c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]))
+        with self.state.hold_trait_notifications():
+            self.state.data_name = name
+            self.state.columns = tuple(map(str, frame.columns))
+            self.state.numeric_columns = tuple(map(str, numeric))
+            self.state.time_column = report.time_column
+            self.state.label_column = label
+            self.state.series = view
+            self.state.data_messages = tuple(report.messages())
+            self._clear_results()
+            extra = f" {' '.join(report.messages())}" if report.messages() else ""
+            self._say(f"Loaded {name}: {view.n_rows:,} rows × {len(view.sensors)} sensors.{extra} "
+                      f"Press Train to fit a detector.", "success")
+
+    def _clear_results(self) -> None:
+        s = self.state
+        s.detector = None
+        s.results = None
+        s.flags = None
+        s.n_anomalies = 0
+        s.anomalies = None
+        s.threshold = float("nan")
+        s.selected = -1
+        s.explanation = None
+        s.activations = None
+        s.brush = None
+        s.view_range = None
+        s.history = ()
+        s.progress = {}
+        s.task = "idle"
+
+    @_guarded
+    def load(self, data: Any = None, name: Optional[str] = None) -> bool:
+        """Switch to new data: a DataFrame, a CSV path, ``datasets.LabelledData`` or None (demo)."""
+        if self.is_training:
+            self._say("Stop the training run before loading other data.", "warning")
+            return False
+        frame, name = self._to_frame(data, name)
+        settings = {**self.state.settings, "sensors": None, "time_column": "auto"}
+        try:
+            view, report, label = self._series_view(frame, settings)
+        except MsdaError as exc:
+            kept = " The current data is kept." if self._frame is not None else ""
+            self._say(f"Could not use {name}: {exc}{kept}", "error")
+            return False
+        self._frame = frame
+        self.state.settings = settings
+        self._publish_data(frame, name, view, report, label)
+        return True
+
+    @_guarded
+    def load_upload(self, content: bytes, filename: str = "upload.csv") -> bool:
+        """Load an uploaded CSV (bytes). Files above MAX_UPLOAD_BYTES are refused before parsing."""
+        size = len(content)
+        if size > self.MAX_UPLOAD_BYTES:
+            self._say(f"{filename} is {size / 1e6:.1f} MB; uploads are limited to "
+                      f"{self.MAX_UPLOAD_BYTES / 1e6:.0f} MB. Open larger files from a notebook with "
+                      f"Dashboard('path/to/file.csv'). The current data is kept.", "error")
+            return False
+        if size == 0:
+            self._say(f"{filename} is empty. The current data is kept.", "error")
+            return False
+        try:
+            frame = load_csv(io.BytesIO(bytes(content)), missing_values=self.state.settings.get("missing_values", ()))
+        except MsdaError as exc:
+            self._say(f"Could not read {filename}: {exc} The current data is kept.", "error")
+            return False
+        return self.load(frame, name=filename)
+
+    @_guarded
+    def update_settings(self, **settings: Any) -> bool:
+        """Change detector settings (validated). Data settings re-prepare the timeline."""
+        merged = DetectorConfig.from_flat(**{**self.state.settings, **settings}).flat()
+        if _DATA_KEYS & set(settings) and self._frame is not None:
+            try:
+                view, report, label = self._series_view(self._frame, merged)
+            except MsdaError as exc:
+                self._say(f"{exc} The previous setting is kept.", "error")
+                return False
+            with self.state.hold_trait_notifications():
+                self.state.settings = merged
+                self.state.series = view
+                self.state.time_column = report.time_column
+                self.state.label_column = label
+                self.state.data_messages = tuple(report.messages())
+        else:
+            self.state.settings = merged
+        if "threshold" in settings or "threshold_param" in settings:
+            self.set_threshold(merged["threshold"], merged["threshold_param"])
+        return True
+
+    def set_sensors(self, sensors: Optional[Any]) -> None:
+        sensors = tuple(sensors) if sensors else None
+        self.update_settings(sensors=sensors)
+
+    def set_time_column(self, name: Optional[str]) -> bool:
+        return self.update_settings(time_column=name if name is not None else None)
+
+    def set_label_column(self, name: Optional[str]) -> None:
+        self.update_settings(label_columns=(name,) if name else None)
+
+    # -- training -------------------------------------------------------------------------------
+    @_guarded
+    def train(self) -> bool:
+        """Fit a new detector in a worker thread. Ignored (False) while a run is in progress."""
+        with self._lock:
+            if self.is_training:
+                self._say("Training is already running; press Stop first.", "warning")
+                return False
+            if self._frame is None:
+                self._say("Load data first.", "warning")
+                return False
+            from ..engine.training import CancelToken  # imports torch (pre-warmed by the dashboard)
+            self._run_id += 1
+            self._token = CancelToken()
+            frame, settings, token, run_id = self._frame, dict(self.state.settings), self._token, self._run_id
+            self._thread = threading.Thread(target=self._train_worker, args=(run_id, frame, settings, token),
+                                            name=f"msda-train-{run_id}", daemon=True)
+            with self.state.hold_trait_notifications():
+                self.state.task = "running"
+                self.state.history = ()
+                self.state.progress = {"epoch": 0, "epochs": settings["epochs"], "fraction": 0.0}
+                self._say(f"Training {settings['model']} (lookback {settings['lookback']}, "
+                          f"up to {settings['epochs']} epochs)…", "info")
+            self._thread.start()
+            return True
+
+    def stop(self) -> None:
+        """Ask the running training to stop; it ends within one batch and keeps the best weights."""
+        token = self._token
+        if token is not None and self.is_training:
+            token.cancel()
+            self._say("Stopping…", "info")
+
+    def _progress_dict(self, p: Any) -> dict:
+        return {"epoch": p.epoch, "epochs": p.epochs, "batch": p.batch, "batches": p.batches,
+                "fraction": p.fraction, "elapsed": p.elapsed, "eta": p.eta,
+                "train_loss": p.train_loss, "val_loss": p.val_loss}
+
+    def _train_worker(self, run_id: int, frame: pd.DataFrame, settings: dict, token: Any) -> None:
+        history: list[tuple[float, float, float]] = []
+
+        def publish(progress: dict, force: bool = False) -> None:
+            now = time.perf_counter()
+            if not force and now - self._last_publish < self.publish_interval:
+                return
+            self._last_publish = now
+            with self.state.hold_trait_notifications():
+                self.state.progress = progress
+                self.state.history = tuple(history)
+
+        def on_batch(p: Any) -> None:
+            publish(self._progress_dict(p))
+
+        def on_epoch(p: Any) -> None:
+            history.append((p.epoch, p.train_loss, p.val_loss if p.val_loss is not None else float("nan")))
+            publish(self._progress_dict(p), force=len(history) == 1)
+
+        try:
+            from ..engine.detector import Detector
+            det = Detector(**settings).fit(frame, on_batch=on_batch, on_epoch=on_epoch, cancel=token)
+            detection = det.detect(frame)
+            results = self._results(detection)
+        except MsdaError as exc:
+            self._finish_failed(run_id, str(exc), history)
+            return
+        except Exception as exc:
+            log.exception("training failed")
+            self._finish_failed(run_id, f"Training failed ({type(exc).__name__}: {exc}).", history)
+            return
+        if run_id != self._run_id:  # superseded (data reloaded); drop silently
+            return
+        h = det.history_
+        cancelled = h.stop_reason == "cancelled"
+        with self.state.hold_trait_notifications():
+            self.state.history = tuple((r.epoch, r.train_loss, r.val_loss if r.val_loss is not None else float("nan"))
+                                       for r in h.records)
+            self.state.progress = {**self.state.progress, "fraction": 1.0 if not cancelled else
+                                   self.state.progress.get("fraction", 0.0)}
+            self.state.detector = det
+            self.state.results = results
+            self.state.threshold_method = settings["threshold"]
+            self.state.threshold_param = settings["threshold_param"]
+            self.state.selected = -1
+            self.state.explanation = None
+            self.state.activations = None
+            self.state.brush = None
+            self._apply_threshold(float(det.threshold_))
+            self.state.task = "cancelled" if cancelled else "finished"
+            why = {"completed": f"{len(h.records)} epochs",
+                   "early_stopping": f"stopped early after {len(h.records)} epochs",
+                   "cancelled": f"stopped by you after {len(h.records)} complete epochs; using the best weights so far",
+                   "diverged": h.message}[h.stop_reason]
+            level = "warning" if h.stop_reason in ("cancelled", "diverged") else "success"
+            self._say(f"Trained in {h.seconds:.1f} s ({why}). {self.state.n_anomalies} anomalies above the "
+                      f"threshold {self.state.threshold:.4g}. Click a red point to see why.", level)
+        self._warm_explanations(det, results)
+
+    def _finish_failed(self, run_id: int, message: str, history: list) -> None:
+        if run_id != self._run_id:
+            return
+        with self.state.hold_trait_notifications():
+            self.state.task = "error"
+            self.state.history = tuple(history)
+            kept = " The previous results are kept." if self.state.results is not None else ""
+            self._say(message + kept, "error")
+
+    def _warm_explanations(self, det: Any, results: Results) -> None:
+        """Import shap/captum and build the explainer caches now, so the first click is fast."""
+        try:
+            flagged = np.flatnonzero(self.state.flags) if self.state.flags is not None else []
+            if len(flagged):
+                det.explain(results.detection, int(results.caller_rows[flagged[0]]), self.state.explain_method)
+        except Exception:  # warming is best effort; a real click reports its own errors
+            log.debug("explanation warm-up failed", exc_info=True)
+
+    def _results(self, detection: Any) -> Results:
+        sd = detection.data
+        n = len(sd.index)
+        scores = np.full(n, np.nan)
+        scores[sd.positions] = detection.scores.to_numpy()
+        contributions = np.full((n, len(sd.sensors)), np.nan)
+        contributions[sd.positions] = detection.contributions.to_numpy()
+        caller_rows = np.zeros(n, dtype=np.int64)
+        caller_rows[sd.positions] = np.arange(len(sd.positions))
+        finite = scores[np.isfinite(scores)]
+        hist = np.histogram(finite, bins=HIST_BINS) if len(finite) else (np.zeros(0), np.zeros(1))
+        return Results(scores, contributions, tuple(sd.sensors), hist, detection, caller_rows)
+
+    # -- threshold --------------------------------------------------------------------------
+    def _apply_threshold(self, threshold: float) -> None:
+        """Recolour: flags, count and the anomalies table for a threshold (no retraining)."""
+        results = self.state.results
+        if results is None:
+            return
+        scores = results.scores
+        with np.errstate(invalid="ignore"):
+            flags = scores > threshold
+        positions = np.flatnonzero(flags)
+        contrib = np.nan_to_num(results.contributions[positions])
+        k = min(TOP_SENSORS, contrib.shape[1])
+        top = np.argsort(-contrib, axis=1)[:, :k]
+        names = np.asarray(results.sensors, dtype=object)
+        top_names = [", ".join(row) for row in names[top]] if len(positions) else []
+        index = self.state.series.index if self.state.series is not None else results.detection.data.index
+        table = pd.DataFrame({"position": positions, "when": index[positions], "score": scores[positions],
+                              "top_sensors": top_names}).sort_values("score", ascending=False, kind="stable")
+        with self.state.hold_trait_notifications():
+            self.state.threshold = float(threshold)
+            self.state.flags = flags
+            self.state.n_anomalies = int(len(positions))
+            self.state.anomalies = table.reset_index(drop=True)
+
+    @_guarded
+    def set_threshold(self, method: Optional[str] = None, param: Optional[float] = None) -> None:
+        """Set the threshold by method and parameter (None = the method's default)."""
+        det = self.state.detector
+        method = method or self.state.threshold_method
+        if det is None:
+            from ..engine.thresholds import THRESHOLDS, compute_threshold
+            compute_threshold([0.0, 1.0], method, param)  # validates method and parameter
+            with self.state.hold_trait_notifications():
+                self.state.threshold_method, self.state.threshold_param = method, param
+                self.state.settings = {**self.state.settings, "threshold": method, "threshold_param": param}
+            return
+        value = det.set_threshold(method, param)
+        with self.state.hold_trait_notifications():
+            self.state.threshold_method, self.state.threshold_param = method, param
+            self.state.settings = {**self.state.settings, "threshold": method, "threshold_param": param}
+            self._apply_threshold(value)
+            self._say(f"Threshold {value:.4g} ({method}{'' if param is None else f' {param:g}'}): "
+                      f"{self.state.n_anomalies} anomalies.", "info")
+
+    # -- selection and explanation ---------------------------------------------------------------
+    @_guarded
+    def select(self, position: int) -> None:
+        """Select a prepared row (an anomaly) and explain it with the current method."""
+        results, det = self.state.results, self.state.detector
+        if results is None or det is None:
+            self._say("Train a detector first; then click a red point to explain it.", "warning")
+            return
+        position = int(position)
+        if not 0 <= position < len(results.scores) or not np.isfinite(results.scores[position]):
+            self._say(f"Row {position} has no score (the first {det.lookback} rows have none).", "warning")
+            return
+        self.state.selected = position
+        self._explain()
+
+    def _explain(self) -> None:
+        results, det, position = self.state.results, self.state.detector, self.state.selected
+        if results is None or det is None or position < 0:
+            return
+        self.state.explaining = True
+        try:
+            when = int(results.caller_rows[position])
+            explanation = det.explain(results.detection, when, self.state.explain_method)
+            activations = det.activations(results.detection, when)
+        except MsdaError as exc:
+            self._say(f"Could not explain this point: {exc}", "error")
+            return
+        finally:
+            self.state.explaining = False
+        with self.state.hold_trait_notifications():
+            self.state.explanation = explanation
+            self.state.activations = activations
+            top = ", ".join(explanation.top_sensors[:3])
+            self._say(f"{self.state.series.index[position]}: score {explanation.score:.4g} "
+                      f"(threshold {explanation.threshold:.4g}); {explanation.method} points to {top}.", "info")
+
+    def _step(self, direction: int) -> None:
+        flags = self.state.flags
+        if flags is None or not flags.any():
+            self._say("No anomalies to step through.", "warning")
+            return
+        positions = np.flatnonzero(flags)
+        current = self.state.selected
+        if direction > 0:
+            later = positions[positions > current]
+            target = later[0] if len(later) else positions[0]
+        else:
+            earlier = positions[positions < current] if current >= 0 else positions
+            target = earlier[-1] if len(earlier) else positions[-1]
+        self.select(int(target))
+
+    @_guarded
+    def select_next(self) -> None:
+        self._step(+1)
+
+    @_guarded
+    def select_previous(self) -> None:
+        self._step(-1)
+
+    @_guarded
+    def set_explain_method(self, method: str) -> None:
+        from ..engine.explain import EXPLAINERS
+        if method not in EXPLAINERS:
+            self._say(f"Unknown explanation method {method!r}.", "error")
+            return
+        self.state.explain_method = method
+        self._explain()
+
+    # -- linked views -------------------------------------------------------------------------------
+    def set_brush(self, low: Optional[float] = None, high: Optional[float] = None) -> None:
+        self.state.brush = None if low is None or high is None else (float(min(low, high)), float(max(low, high)))
+
+    def set_view_range(self, start: Any = None, end: Any = None) -> None:
+        self.state.view_range = None if start is None or end is None else (start, end)
+
+    # -- export --------------------------------------------------------------------------------
+    def export_csv(self) -> bytes:
+        """The anomalies table (when, score, top sensors) with the run's settings as # comments."""
+        table = self.state.anomalies
+        if table is None:
+            table = pd.DataFrame(columns=["position", "when", "score", "top_sensors"])
+        header = {
+            "data": self.state.data_name,
+            "threshold": self.state.threshold,
+            "threshold_method": self.state.threshold_method,
+            "threshold_param": self.state.threshold_param,
+            "settings": self.state.settings,
+        }
+        from .. import __version__
+        lines = [f"# msda_widgets {__version__} anomalies export"]
+        lines += [f"# {k}: {json.dumps(v, default=str)}" for k, v in header.items()]
+        body = table.drop(columns=["position"]).to_csv(index=False)
+        return ("\n".join(lines) + "\n" + body).encode("utf-8")
