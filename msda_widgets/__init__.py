@@ -27,8 +27,9 @@ _LAZY = {
     "ModelFileError": "msda_widgets.errors",
     "TrainingError": "msda_widgets.errors",
     "MsdaError": "msda_widgets.errors",
+    "Dashboard": "msda_widgets.app.dashboard",
 }
-_SUBMODULES = {"datasets", "engine", "config", "errors"}
+_SUBMODULES = {"datasets", "engine", "config", "errors", "app"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 
@@ -50,6 +51,12 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'msda_widgets' has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext msda_widgets`` registers the ``%msda`` magic (see :mod:`msda_widgets.magics`)."""
+    from .magics import load_ipython_extension as _load
+    _load(ipython)
 
 
 def __dir__() -> list[str]:
