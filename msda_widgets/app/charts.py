@@ -9,19 +9,20 @@ about :data:`MAX_POINTS` points per line, re-sampled for the visible range on pa
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import logging
 import threading
 from typing import Any, Callable, Optional
 
 import bqplot as bq
 from bqplot.interacts import BrushIntervalSelector, IndexSelector
+from bqscales.traits import Date as _BQDate
+from traitlets import TraitType
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
 __all__ = ["Timeline", "LossCurve", "ScoreHistogram", "downsample", "PALETTE", "MAX_POINTS",
-           "MAX_FLAGGED", "Debouncer", "TimeAxis"]
+           "MAX_FLAGGED", "Debouncer", "TimeAxis", "UTCDateScale"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,33 @@ LABEL_BAND = "#9e9e9e"
 LEGEND_MAX = 12       # more sensors than this: no legend (it would cover the chart)
 MAX_LABEL_SPANS = 2000
 _DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _utc_to_json(value: Any, obj: Any) -> Optional[str]:
+    # naive datetimes here are UTC-based like the data arrays bqplot sends as epoch milliseconds;
+    # the "Z" makes the browser read them as UTC too (bqscales' own format has no zone, which
+    # JavaScript reads as local time, shifting a zoom set from Python by the browser's offset)
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _utc_from_json(value: Any, obj: Any) -> Optional[_dt.datetime]:
+    if not value:
+        return None
+    text = str(value).rstrip("Z")
+    return _dt.datetime.strptime(text[:26], "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S")
+
+
+class _UTCDate(_BQDate):
+    def __init__(self, default_value: Any = None, **kwargs: Any) -> None:
+        TraitType.__init__(self, default_value=default_value, **kwargs)
+        self.tag(to_json=_utc_to_json, from_json=_utc_from_json)
+
+
+class UTCDateScale(bq.DateScale):
+    """bqplot's DateScale whose min/max travel to the browser as UTC (see :func:`_utc_to_json`)."""
+
+    min = _UTCDate(allow_none=True).tag(sync=True)
+    max = _UTCDate(allow_none=True).tag(sync=True)
 
 
 def sensor_colour(i: int) -> str:
@@ -196,7 +224,10 @@ class TimeAxis:
         n = len(self.key)
         if view_range is None or n == 0:
             return 0, n
-        lo, hi = (self.to_search(v) for v in view_range)
+        try:
+            lo, hi = (self.to_search(v) for v in view_range)
+        except (TypeError, ValueError):  # a range in other units (e.g. times, after switching to rows)
+            return 0, n
         if lo is None or hi is None:
             return 0, n
         lo, hi = min(lo, hi), max(lo, hi)
@@ -248,7 +279,7 @@ class Timeline:
         self.resamples = 0                                    # how often the lines were re-sampled
         self._push_range = Debouncer(self._push_view_range, debounce_s)
 
-        self.date_scale = bq.DateScale()
+        self.date_scale = UTCDateScale()
         self.linear_scale = bq.LinearScale()
         self.x_scale: Any = self.date_scale
         self.y_sensors = bq.LinearScale(min=-0.02, max=1.02)

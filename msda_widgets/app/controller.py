@@ -220,13 +220,20 @@ class Controller:
                 self._say(f"{exc} The previous setting is kept.", "error")
                 return False
             with self.state.hold_trait_notifications():
+                had_results = self.state.results is not None
+                self._clear_results()  # a detector fitted on other rows/sensors no longer matches
                 self.state.settings = merged
                 self.state.series = view
                 self.state.time_column = report.time_column
                 self.state.label_column = label
                 self.state.data_messages = tuple(report.messages())
+                self._say("Data settings changed: " + (" ".join(report.messages()) or
+                          f"{view.n_rows:,} rows × {len(view.sensors)} sensors.") +
+                          (" Train again to update the results." if had_results else ""), "info")
         else:
             self.state.settings = merged
+            if self.state.level == "error":
+                self._say("Settings updated.", "info")
         if "threshold" in settings or "threshold_param" in settings:
             self.set_threshold(merged["threshold"], merged["threshold_param"])
         return True
@@ -239,7 +246,8 @@ class Controller:
         return self.update_settings(time_column=name if name is not None else None)
 
     def set_label_column(self, name: Optional[str]) -> None:
-        self.update_settings(label_columns=(name,) if name else None)
+        """Use ``name`` as the ground-truth column; ``None`` = no label column at all."""
+        self.update_settings(label_columns=(name,) if name else ())
 
     # -- training -------------------------------------------------------------------------------
     @_guarded
@@ -294,9 +302,12 @@ class Controller:
         def on_batch(p: Any) -> None:
             publish(self._progress_dict(p))
 
+        last: dict = {}
+
         def on_epoch(p: Any) -> None:
             history.append((p.epoch, p.train_loss, p.val_loss if p.val_loss is not None else float("nan")))
-            publish(self._progress_dict(p), force=len(history) == 1)
+            last.update(self._progress_dict(p))
+            publish(dict(last), force=len(history) == 1)
 
         try:
             from ..engine.detector import Detector
@@ -317,8 +328,10 @@ class Controller:
         with self.state.hold_trait_notifications():
             self.state.history = tuple((r.epoch, r.train_loss, r.val_loss if r.val_loss is not None else float("nan"))
                                        for r in h.records)
-            self.state.progress = {**self.state.progress, "fraction": 1.0 if not cancelled else
-                                   self.state.progress.get("fraction", 0.0)}
+            final = dict(last or self.state.progress)
+            if not cancelled:
+                final.update(fraction=1.0, eta=0.0)
+            self.state.progress = final
             self.state.detector = det
             self.state.results = results
             self.state.threshold_method = settings["threshold"]

@@ -9,7 +9,6 @@ the anomalies with the controller. Nothing here imports torch, shap or captum.
 from __future__ import annotations
 
 import html
-import math
 from typing import Any, Optional
 
 import bqplot as bq

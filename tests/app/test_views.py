@@ -436,11 +436,14 @@ def test_panel_train_and_stop_buttons_follow_the_task(demo_small):
     seen = []
     c.state.observe(lambda ch: seen.append((ch["new"], p.train_button.disabled, p.stop_button.disabled)),
                     names="task")
+    labels = []
+    c.state.observe(lambda ch: labels.append(p.progress_label.value), names="progress")
     p.train_button.click()
     assert c.wait(120)
+    assert any("epoch 1/2 · batch" in text for text in labels)  # live: "epoch 1/2 · batch 3/11 · 0.1 s ..."
     assert seen[0] == ("running", True, False)
     assert seen[-1] == ("finished", False, True)
-    assert "epoch 2/2" in p.progress_label.value and p.progress.value == 1.0
+    assert "done · 2 epochs" in p.progress_label.value and p.progress.value == 1.0
     with mock.patch.object(c, "stop") as stop:
         p.stop_button.click()
     stop.assert_called_once_with()
