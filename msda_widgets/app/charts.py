@@ -21,6 +21,8 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from .theme import Palette, palette, style_figure
+
 __all__ = ["Timeline", "LossCurve", "ScoreHistogram", "downsample", "PALETTE", "MAX_POINTS",
            "MAX_FLAGGED", "Debouncer", "TimeAxis", "UTCDateScale"]
 
@@ -43,7 +45,11 @@ SCORE = "#222222"
 LABEL_BAND = "#9e9e9e"
 LEGEND_MAX = 12       # more sensors than this: no legend (it would cover the chart)
 MAX_LABEL_SPANS = 2000
-_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Tooltip time format. bqplot's tooltips accept only time formats whose directives are
+#: separated by spaces, "-", "/" or "*" (``utils.is_valid_time_format``); anything else, e.g.
+#: "%H:%M", is taken for a number format and the tooltip view fails to render. "%c" is the
+#: locale's date and time ("1/1/2024, 12:00:00 AM"), shown in UTC like the axis.
+_DATE_FORMAT = "%c"
 
 
 def _utc_to_json(value: Any, obj: Any) -> Optional[str]:
@@ -256,13 +262,17 @@ def _label_spans(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Timeline:
     """The sensors (each scaled to [0, 1]), the anomaly score, the threshold and the flagged points.
 
-    Click a red point to explain it (``controller.select``); drag to pan and scroll to zoom (the
-    visible range goes to ``controller.set_view_range`` and the lines are re-sampled for it).
+    Mode "click points" (the default): click a red point to explain it (``controller.select``).
+    Mode "pan & zoom": drag to pan and scroll to zoom (the visible range goes to
+    ``controller.set_view_range`` and the lines are re-sampled for it). Two modes because bqplot
+    puts the pan/zoom layer above the marks, where it takes every mouse event.
     """
 
     def __init__(self, state: Any, controller: Any, *, max_points: int = MAX_POINTS,
-                 max_flagged: int = MAX_FLAGGED, debounce_s: float = DEBOUNCE_S) -> None:
+                 max_flagged: int = MAX_FLAGGED, debounce_s: float = DEBOUNCE_S,
+                 theme: "str | Palette" = "light") -> None:
         self.state = state
+        self.palette = palette(theme)
         self.controller = controller
         self.max_points = int(max_points)
         self.max_flagged = int(max_flagged)
@@ -295,7 +305,7 @@ class Timeline:
             x=_empty_x(True), y=np.empty(0), scales={"x": xs, "y": self.y_sensors}, stroke_width=1.0,
             colors=list(PALETTE[:1]), labels=[], display_legend=True, enable_hover=False, interactions={})
         self.score_line = bq.Lines(
-            x=_empty_x(True), y=np.empty(0), scales={"x": xs, "y": self.y_score}, colors=[SCORE],
+            x=_empty_x(True), y=np.empty(0), scales={"x": xs, "y": self.y_score}, colors=[self.palette.score],
             stroke_width=1.5, labels=["anomaly score"], enable_hover=False, interactions={})
         self.threshold_line = bq.Lines(
             x=_empty_x(True), y=np.empty(0), scales={"x": xs, "y": self.y_score}, colors=[ANOMALY],
@@ -307,7 +317,7 @@ class Timeline:
                                         formats=[_DATE_FORMAT, ".4g"])
         self.flagged = bq.Scatter(
             x=_empty_x(True), y=np.empty(0), scales={"x": xs, "y": self.y_score}, colors=[ANOMALY],
-            default_size=40, stroke="white", tooltip=self.point_tooltip,
+            default_size=40, stroke=self.palette.marker_stroke, tooltip=self.point_tooltip,
             interactions={"hover": "tooltip", "click": "tooltip"},
             selected_style={"fill": "gold", "stroke": "black", "stroke-width": "3", "opacity": "1"},
             unselected_style={"opacity": "0.55"})
@@ -322,18 +332,30 @@ class Timeline:
         self.figure = bq.Figure(
             marks=[self.label_band, self.sensor_lines, self.score_line, self.threshold_line, self.brushed,
                    self.flagged],
-            axes=[self.x_axis, self.y_axis, self.score_axis], interaction=self.panzoom,
+            axes=[self.x_axis, self.y_axis, self.score_axis], interaction=None,
             legend_location="top-left", animation_duration=0,
             fig_margin=dict(top=20, bottom=40, left=55, right=65),
             layout=widgets.Layout(width="100%", height="360px"))
+        self.figure.add_class("msda-timeline")
+        style_figure(self.figure, self.palette)
         self.show_all = widgets.Button(
             description="Show all", icon="expand", layout=widgets.Layout(width="110px"),
-            tooltip="Zoom back out to the whole time range (you can drag the chart to move it and "
-                    "scroll on it to zoom in).")
+            tooltip="Zoom back out to the whole time range (in 'pan & zoom' mode you can drag the chart "
+                    "to move it and scroll on it to zoom in).")
         self.show_all.on_click(lambda _b: self.controller.set_view_range(None, None))
+        # bqplot draws a figure's interaction layer above its marks, so while PanZoom is on, the
+        # points get no mouse events (no click, no hover tooltip): one mode at a time.
+        self.mode = widgets.ToggleButtons(
+            options=[("click points", "select"), ("pan & zoom", "zoom")], value="select",
+            tooltips=["Click a red point to see why it was flagged; hover over it for its time and score.",
+                      "Drag the chart to move along the time axis; scroll on it to zoom in and out."],
+            tooltip="What the mouse does on the timeline: explain the red points, or move and zoom.",
+            style={"button_width": "100px"})
+        self.mode.observe(self._on_mode, names="value")
+        self.mode.add_class("msda-timeline-mode")
         self.caption = widgets.HTML()
         self.widget = widgets.VBox(
-            [self.figure, widgets.HBox([self.show_all, self.caption],
+            [self.figure, widgets.HBox([self.mode, self.show_all, self.caption],
                                        layout=widgets.Layout(align_items="center"))],
             layout=widgets.Layout(width="100%"))
 
@@ -612,10 +634,14 @@ class Timeline:
             extra = (f" (an even sample of {len(self.brushed_positions):,} drawn)"
                      if self.brushed_in_view > len(self.brushed_positions) else "")
             parts.append(f"{self.brushed_in_view:,} rows with scores {lo:.3g}–{hi:.3g} in view{extra}")
-        self.caption.value = f"<span style='font-size:12px;color:#555'>{' · '.join(parts)}</span>"
+        self.caption.value = (f"<span style='font-size:12px;color:{self.palette.muted}'>"
+                              f"{' · '.join(parts)}</span>")
         self.point_tooltip.labels = ["time" if self.axis is None or self.axis.is_datetime else "row", "score"]
 
     # -- chart -> controller ---------------------------------------------------------------------
+    def _on_mode(self, change: Any) -> None:
+        self.figure.interaction = self.panzoom if change["new"] == "zoom" else None
+
     def _on_point_click(self, mark: Any, event: dict) -> None:
         try:
             k = int(event["data"]["index"])
@@ -645,7 +671,7 @@ class Timeline:
 class LossCurve:
     """Training and validation loss per epoch, growing live while the model trains."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Any, *, theme: "str | Palette" = "light") -> None:
         self.state = state
         xs, ys = bq.LinearScale(), bq.LinearScale()
         tip = bq.Tooltip(fields=["x", "y"], labels=["epoch", "loss"], formats=["d", ".4g"])
@@ -663,6 +689,8 @@ class LossCurve:
             title="Training loss", legend_location="top-right", animation_duration=0,
             fig_margin=dict(top=40, bottom=40, left=60, right=20),
             layout=widgets.Layout(width="100%", height="260px"))
+        self.figure.add_class("msda-loss")
+        style_figure(self.figure, theme)
         self.widget = self.figure
         state.observe(self._update, names="history")
         self._update()
@@ -690,7 +718,8 @@ class ScoreHistogram:
     threshold there (``controller.set_threshold("fixed", value)``).
     """
 
-    def __init__(self, state: Any, controller: Any, *, debounce_s: float = DEBOUNCE_S) -> None:
+    def __init__(self, state: Any, controller: Any, *, debounce_s: float = DEBOUNCE_S,
+                 theme: "str | Palette" = "light") -> None:
         self.state = state
         self.controller = controller
         self._syncing = False
@@ -724,6 +753,8 @@ class ScoreHistogram:
             tooltip="Choose what dragging or clicking on the histogram does.",
             style={"button_width": "110px"})
         self.info = widgets.HTML()
+        self.figure.add_class("msda-histogram")
+        style_figure(self.figure, theme)
         self.widget = widgets.VBox([self.figure, widgets.HBox([self.mode, self.info])],
                                    layout=widgets.Layout(width="100%"))
 

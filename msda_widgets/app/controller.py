@@ -89,9 +89,15 @@ class Controller:
 
     @staticmethod
     def _warm_up() -> None:
-        """Import torch in the background so the first Train click streams quickly."""
+        """Import torch in the background so the first Train click streams quickly.
+
+        Building the first optimizer imports torch's compiler stack lazily (~1 s), so one tiny
+        optimizer is built here too."""
         try:
+            import torch
+
             import msda_widgets.engine.detector  # noqa: F401
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         except Exception:  # pragma: no cover - reported when training starts
             log.exception("warm-up import failed")
 

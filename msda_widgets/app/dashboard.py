@@ -9,9 +9,11 @@ one :class:`~msda_widgets.app.state.AppState` through one
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import ipywidgets as widgets
+import numpy as np
 
 from .charts import LossCurve, ScoreHistogram, Timeline
 from .controller import Controller
@@ -19,8 +21,12 @@ from .explain_view import ExplainView
 from .panel import ControlPanel
 from .state import AppState
 from .table import AnomalyTable
+from .theme import ROOT_CLASS, palette, style_block
+from .widgets import FrontendNotBuiltError, KeyboardNav
 
 __all__ = ["Dashboard", "THEMES", "PANEL_WIDTH"]
+
+log = logging.getLogger(__name__)
 
 THEMES = ("light", "dark")
 PANEL_WIDTH = "330px"
@@ -32,9 +38,16 @@ class Dashboard:
 
     ``data``: a DataFrame, a CSV path or ``datasets.LabelledData``; ``None`` opens the built-in
     demo data. ``settings``: detector settings (see :mod:`msda_widgets.config`), e.g.
-    ``lookback=20, epochs=10``. ``theme``: ``"light"`` or ``"dark"`` (a CSS class on the root
-    for the page theme). ``warm_up``: import torch in the background now, so the first Train
-    click starts quickly. Nothing is trained until Train is pressed.
+    ``lookback=20, epochs=10``. ``theme``: ``"light"`` or ``"dark"`` (the charts, the status line
+    and the controls are drawn in it, whatever the page's theme; see :mod:`.theme`).
+    ``warm_up``: import torch in the background now, so the first Train click starts quickly.
+    Nothing is trained until Train is pressed.
+
+    Keyboard: click the box beside Prev/Next, then ← → step through the anomalies, Enter explains
+    the current one again, Home/End jump to the first/last. The export button downloads the
+    anomalies as a CSV file in the browser. Both are anywidget front-ends (``js/``); in a source
+    checkout whose front-end was never built the keyboard box is left out and the export falls
+    back to a link.
     """
 
     def __init__(self, data: Any = None, *, theme: str = "light", warm_up: bool = True,
@@ -42,6 +55,7 @@ class Dashboard:
         if theme not in THEMES:
             raise ValueError(f"theme must be one of {', '.join(map(repr, THEMES))}; got {theme!r}")
         self.theme = theme
+        p = palette(theme)
         self.state = AppState()
         self.controller = Controller(self.state, settings=settings or None, warm_up=warm_up)
         if data is None:
@@ -49,12 +63,22 @@ class Dashboard:
             data = datasets.demo()
         self.controller.load(data, name=name)
 
-        self.panel = ControlPanel(self.state, self.controller)
-        self.timeline = Timeline(self.state, self.controller)
-        self.loss_curve = LossCurve(self.state)
-        self.histogram = ScoreHistogram(self.state, self.controller)
-        self.explain_view = ExplainView(self.state, self.controller)
-        self.table = AnomalyTable(self.state, self.controller)
+        try:
+            self.keyboard: Optional[KeyboardNav] = KeyboardNav()
+        except FrontendNotBuiltError as exc:
+            log.warning("msda_widgets: no keyboard navigation and a link for the export: %s", exc)
+            self.keyboard = None
+        if self.keyboard is not None:
+            self.keyboard.on_action(self._on_key)
+            self.keyboard.add_class("msda-keyboard")
+            self.keyboard.layout = widgets.Layout(margin="0 6px")
+
+        self.panel = ControlPanel(self.state, self.controller, theme=p)
+        self.timeline = Timeline(self.state, self.controller, theme=p)
+        self.loss_curve = LossCurve(self.state, theme=p)
+        self.histogram = ScoreHistogram(self.state, self.controller, theme=p)
+        self.explain_view = ExplainView(self.state, self.controller, theme=p, keyboard=self.keyboard)
+        self.table = AnomalyTable(self.state, self.controller, download_button=self.keyboard is not None)
 
         half = widgets.Layout(width="50%", min_width="0")
         main = widgets.VBox(
@@ -66,11 +90,36 @@ class Dashboard:
                            widgets.Box([self.table.widget],
                                        layout=widgets.Layout(width="38%", min_width="0", padding="0 0 0 8px"))])],
             layout=widgets.Layout(min_width="0", width="100%"))
+        children = [self.panel.widget, main]
+        css = style_block(p)
+        if css:  # scoped to this dashboard's root class; an empty grid item, hidden
+            children.append(widgets.HTML(css, layout=widgets.Layout(display="none")))
         self.widget = widgets.GridBox(
-            [self.panel.widget, main],
+            children,
             layout=widgets.Layout(grid_template_columns=f"{PANEL_WIDTH} minmax(0, 1fr)", grid_gap="8px",
                                   width="100%"))
-        self.widget.add_class(f"msda-theme-{theme}")
+        self.widget.add_class("msda-dashboard")
+        self.widget.add_class(ROOT_CLASS.format(theme))
+
+    def _on_key(self, action: str) -> None:
+        """KeyboardNav action -> controller (next / previous / explain / first / last)."""
+        c, s = self.controller, self.state
+        if action == "next":
+            c.select_next()
+        elif action == "previous":
+            c.select_previous()
+        elif action == "explain":
+            if s.selected >= 0:
+                c.select(s.selected)
+            else:
+                c.select_next()
+        elif action in ("first", "last"):
+            flags = s.flags
+            if flags is None or not np.any(flags):
+                c.select_next()  # says there is nothing to step through
+                return
+            positions = np.flatnonzero(flags)
+            c.select(int(positions[0] if action == "first" else positions[-1]))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

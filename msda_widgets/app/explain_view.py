@@ -18,6 +18,7 @@ import pandas as pd
 
 from .charts import ANOMALY, NORMAL, sensor_colour
 from .panel import explain_methods
+from .theme import Palette, palette, style_figure
 
 __all__ = ["ExplainView", "HEATMAP_SENSORS", "HEATMAP_UNITS", "PLACEHOLDER"]
 
@@ -41,17 +42,20 @@ def _figure(marks: list, axes: list, title: str, height: str = "260px", **kwargs
                      layout=widgets.Layout(width="100%", height=height), **kwargs)
 
 
-def _heatmap(title: str, colours: list, row_label: str, column_label: str, height: str = "280px"):
+def _heatmap(title: str, colours: list, row_label: str, column_label: str, height: str = "280px",
+             theme: "str | Palette" = "light"):
+    theme = palette(theme)
     rows, cols = bq.OrdinalScale(reverse=True), bq.OrdinalScale()
     colour = bq.ColorScale(colors=colours)
     mark = bq.GridHeatMap(color=np.zeros((2, 2)), scales={"row": rows, "column": cols, "color": colour},
-                          stroke="white", null_color="#dddddd",
+                          stroke=theme.heatmap_stroke, null_color=theme.heatmap_null,
                           tooltip=bq.Tooltip(fields=["row", "column", "color"],
                                              labels=[row_label, column_label, "value"],
                                              formats=["", "", ".3g"]))
     axes = [bq.Axis(scale=cols, label=column_label), bq.Axis(scale=rows, side="left"),
             bq.ColorAxis(scale=colour, side="right")]
     fig = _figure([mark], axes, title, height=height, fig_margin=dict(top=40, bottom=40, left=90, right=70))
+    style_figure(fig, theme)
     return mark, colour, fig
 
 
@@ -82,9 +86,12 @@ def _set_heatmap(mark: bq.GridHeatMap, colour: bq.ColorScale, matrix: np.ndarray
 class ExplainView:
     """Tabs "Explanation" and "Model internals" for the selected anomaly. ``.widget`` is the root."""
 
-    def __init__(self, state: Any, controller: Any) -> None:
+    def __init__(self, state: Any, controller: Any, *, theme: "str | Palette" = "light",
+                 keyboard: Optional[widgets.Widget] = None) -> None:
         self.state = state
         self.controller = controller
+        self.palette = p = palette(theme)
+        self.keyboard = keyboard
 
         # -- navigation -----------------------------------------------------------------------------
         self.prev_button = widgets.Button(
@@ -96,12 +103,14 @@ class ExplainView:
         self.prev_button.on_click(lambda _b: self.controller.select_previous())
         self.next_button.on_click(lambda _b: self.controller.select_next())
         self.method_echo = widgets.HTML(tooltip="The explanation method in use (change it in the panel).")
-        self.placeholder = widgets.HTML(f"<div style='color:#666;padding:12px'>{html.escape(PLACEHOLDER)}</div>")
+        self.placeholder = widgets.HTML(
+            f"<div style='color:{p.muted};padding:12px'>{html.escape(PLACEHOLDER)}</div>")
 
         # -- explanation tab --------------------------------------------------------------------------
         self.header = widgets.HTML()
         xs, ys = bq.OrdinalScale(), bq.LinearScale()
-        self.bar_colours = bq.ColorScale(colors=[NEGATIVE, POSITIVE], min=0.0, max=1.0)
+        bar_colours = [p.diverging[0], p.diverging[2]] if p.dark else [NEGATIVE, POSITIVE]
+        self.bar_colours = bq.ColorScale(colors=bar_colours, min=0.0, max=1.0)
         self.sensor_bars = bq.Bars(
             x=np.array([], dtype=str), y=np.empty(0), color=np.empty(0), orientation="horizontal",
             scales={"x": xs, "y": ys, "color": self.bar_colours}, padding=0.15,
@@ -111,8 +120,11 @@ class ExplainView:
             [bq.Axis(scale=xs, side="left"),
              bq.Axis(scale=ys, label="contribution to the score", tick_format=".2g", grid_lines="dashed")],
             "Which sensors")
+        self.by_sensor_figure.add_class("msda-explain-bars")
+        style_figure(self.by_sensor_figure, p)
+        diverging = list(p.diverging) if p.dark else _DIVERGING
         self.matrix_map, self.matrix_colours, self.matrix_figure = _heatmap(
-            "When and where", _DIVERGING, "sensor", "time step (0 = this point)")
+            "When and where", diverging, "sensor", "time step (0 = this point)", theme=p)
         self.raw_x, self.raw_y = bq.LinearScale(), bq.LinearScale(min=-0.05, max=1.05)
         self.raw_lines = bq.Lines(
             x=np.empty(0), y=np.empty(0), scales={"x": self.raw_x, "y": self.raw_y}, marker="circle",
@@ -124,6 +136,7 @@ class ExplainView:
                      tick_format=".1f")],
             "The readings in the window (top sensors)", height="240px", legend_location="top-left",
             fig_margin=dict(top=40, bottom=40, left=60, right=20))
+        style_figure(self.raw_figure, p)
         self.note = widgets.HTML()
         self.explanation_box = widgets.VBox([
             self.header, self.note,
@@ -139,7 +152,7 @@ class ExplainView:
         self.layer.observe(lambda _ch: self._draw_layer(), names="value")
         self.layer_info = widgets.HTML()
         self.layer_map, self.layer_colours, self.layer_figure = _heatmap(
-            "Activations", _SEQUENTIAL, "unit", "time step", height="320px")
+            "Activations", _SEQUENTIAL, "unit", "time step", height="320px", theme=p)
         ux, uy = bq.OrdinalScale(), bq.LinearScale()
         self.unit_bars = bq.Bars(x=np.array([], dtype=str), y=np.empty(0), scales={"x": ux, "y": uy},
                                  colors=[NORMAL], padding=0.1,
@@ -150,6 +163,7 @@ class ExplainView:
                                     bq.Axis(scale=uy, side="left", tick_format=".2g")],
                                    "Activations (one value per unit)", height="260px",
                                    fig_margin=dict(top=40, bottom=60, left=60, right=20))
+        style_figure(self.unit_figure, p)
         cx, cy = bq.LinearScale(), bq.LinearScale(min=0.0)
         self.cam_line = bq.Lines(x=np.empty(0), y=np.empty(0), scales={"x": cx, "y": cy}, colors=[ANOMALY],
                                  marker="circle", marker_size=16, fill="bottom", fill_opacities=[0.2])
@@ -159,16 +173,20 @@ class ExplainView:
                                            tick_format=".2g")],
                                   "Grad-CAM: where in time the CNN looked", height="220px",
                                   fig_margin=dict(top=40, bottom=40, left=60, right=20))
+        style_figure(self.cam_figure, p)
         self.internals_box = widgets.VBox([self.layer, self.layer_info, self.layer_figure, self.unit_figure,
                                            self.cam_figure])
 
         self.tabs = widgets.Tab(children=[self.explanation_box, self.internals_box],
                                 titles=("Explanation", "Model internals"))
+        nav = [self.prev_button, self.next_button, self.method_echo]
+        if keyboard is not None:  # e.g. a KeyboardNav: ← → through the anomalies
+            nav.insert(2, keyboard)
         self.widget = widgets.VBox(
-            [widgets.HBox([self.prev_button, self.next_button, self.method_echo],
-                          layout=widgets.Layout(align_items="center")),
+            [widgets.HBox(nav, layout=widgets.Layout(align_items="center")),
              self.placeholder, self.tabs],
             layout=widgets.Layout(width="100%"))
+        self.widget.add_class("msda-explain")
 
         state.observe(lambda _ch: self._draw_explanation(), names="explanation")
         state.observe(lambda _ch: self._draw_activations(), names="activations")
@@ -264,9 +282,9 @@ class ExplainView:
             f"<div style='font-size:13px;line-height:1.5'><b>{html.escape(str(when))}</b> · {verdict} · "
             f"score <b>{e.score:.4g}</b> (threshold {e.threshold:.4g}) · base value {e.base_value:.4g} · "
             f"method <b>{html.escape(e.method)}</b> · {e.seconds:.2f} s{delta}<br>"
-            f"<span style='color:#555'>Red bars pushed the score up, blue bars pulled it down. Top sensors: "
+            f"<span style='color:{self.palette.muted}'>Red bars pushed the score up, blue bars pulled it down. Top sensors: "
             f"{html.escape(', '.join(map(str, e.top_sensors[:3])))}.</span></div>")
-        self.note.value = ("<div style='font-size:12px;color:#7a4b00'>Grad-CAM explains time steps only: "
+        self.note.value = (f"<div style='font-size:12px;color:{self.palette.note}'>Grad-CAM explains time steps only: "
                            "every sensor gets the same share, so the sensor bars carry no information. "
                            "See the time profile under “Model internals”.</div>") if e.by_time_only else ""
 
@@ -297,7 +315,7 @@ class ExplainView:
         if frame is None or frame.size == 0:
             self._show(self.layer_figure, False)
             self._show(self.unit_figure, False)
-            self.layer_info.value = ("<span style='color:#666'>Select an anomaly to see the network's "
+            self.layer_info.value = (f"<span style='color:{self.palette.muted}'>Select an anomaly to see the network's "
                                      "activations.</span>")
             return
         values = frame.to_numpy(dtype=np.float64)  # time x units

@@ -18,6 +18,7 @@ import ipywidgets as widgets
 
 from ..config import DetectorConfig, IMPUTE_MODES
 from ..engine.thresholds import THRESHOLDS
+from .theme import LIGHT, Palette, palette
 
 __all__ = ["ControlPanel", "explain_methods", "EXPLAIN_FALLBACK", "MODEL_CHOICES", "BATCH_SIZES"]
 
@@ -44,8 +45,8 @@ EXPLAIN_FALLBACK: dict[str, tuple[str, tuple[str, ...]]] = {
     "lime": ("LIME: a simple straight-line model fitted around this window.", ("forecast", "reconstruct")),
 }
 
-LEVEL_COLOURS = {"info": ("#1f4e79", "#eaf2fb"), "success": ("#1e6b2e", "#e8f5e9"),
-                 "warning": ("#7a4b00", "#fff4e0"), "error": ("#8b1a1a", "#fdecea")}
+#: Status line (text, background) per level, light theme (the palette has the dark ones).
+LEVEL_COLOURS = dict(LIGHT.levels)
 _NONE = ""  # dropdown value meaning "no column"
 _AUTO = "auto"
 _WIDE = widgets.Layout(width="98%")
@@ -133,9 +134,10 @@ def _set_slider(slider: widgets.FloatSlider, low: float, high: float, step: floa
 class ControlPanel:
     """The left column of the dashboard. ``.widget`` is the ipywidgets container."""
 
-    def __init__(self, state: Any, controller: Any) -> None:
+    def __init__(self, state: Any, controller: Any, *, theme: "str | Palette" = "light") -> None:
         self.state = state
         self.controller = controller
+        self.palette = palette(theme)
         self._syncing = False
         defaults = {**DetectorConfig().flat(), **(state.settings or {})}
 
@@ -268,6 +270,14 @@ class ControlPanel:
              self.settings_box, heading("Threshold"), self.threshold_box, heading("Explanation"),
              self.explain_box],
             layout=widgets.Layout(width="320px", min_width="320px", padding="4px"))
+
+        for widget, name in ((self.status, "status"), (self.upload, "upload"), (self.data_info, "data-info"),
+                             (self.epochs, "epochs"), (self.train_button, "train"), (self.stop_button, "stop"),
+                             (self.progress, "progress"), (self.progress_label, "progress-label"),
+                             (self.threshold_method, "threshold-method"),
+                             (self.threshold_param, "threshold-slider"), (self.threshold_info, "anomaly-count"),
+                             (self.explain_method, "explain-method")):
+            widget.add_class(f"msda-{name}")  # stable hooks for the browser tests and for CSS
 
         self._wire()
         self._sync_all(defaults)
@@ -464,8 +474,11 @@ class ControlPanel:
         return " · ".join(parts)
 
     def _sync_status(self) -> None:
-        fg, bg = LEVEL_COLOURS.get(self.state.level, LEVEL_COLOURS["info"])
-        self.status.value = (f"<div style='color:{fg};background:{bg};border-left:4px solid {fg};"
+        levels = self.palette.levels
+        level = self.state.level if self.state.level in levels else "info"
+        fg, bg = levels[level]
+        self.status.value = (f"<div class='msda-level-{level}' "
+                             f"style='color:{fg};background:{bg};border-left:4px solid {fg};"
                              f"padding:4px 6px;font-size:13px;line-height:1.3'>"
                              f"{html.escape(self.state.message)}</div>")
 

@@ -1,10 +1,16 @@
-"""The anomaly table: one line per flagged time step; choosing one explains it; CSV export."""
+"""The anomaly table: one line per flagged time step; choosing one explains it; CSV export.
+
+The export is either a client-side download (``download_button=True``: a
+:class:`~msda_widgets.app.widgets.DownloadButton`; one click saves ``anomalies.csv``, the file is
+made only then and is not kept in the page), or, without the anywidget front-end, a button that
+makes a ``data:`` link to click.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-from typing import Any
+from typing import Any, Optional
 
 import ipywidgets as widgets
 import numpy as np
@@ -33,7 +39,8 @@ def row_label(when: Any, score: float, sensors: Any) -> str:
 class AnomalyTable:
     """A list of the anomalies (``state.anomalies``); ``.widget`` is the root."""
 
-    def __init__(self, state: Any, controller: Any, *, max_rows: int = MAX_ROWS) -> None:
+    def __init__(self, state: Any, controller: Any, *, max_rows: int = MAX_ROWS,
+                 download_button: bool = False) -> None:
         self.state = state
         self.controller = controller
         self.max_rows = int(max_rows)
@@ -52,9 +59,25 @@ class AnomalyTable:
             tooltip="Make a CSV file of the anomalies (time, score, top sensors) and the settings used, "
                     "then click the link to download it.")
         self.download = widgets.HTML()
+        #: the client-side download button (``download_button=True``), else None
+        self.export: Optional[Any] = None
+        if download_button:
+            from .widgets import DownloadButton  # anywidget; raises FrontendNotBuiltError if unbuilt
+            self.export = DownloadButton(
+                label="⬇ Export CSV", filename="anomalies.csv", mime="text/csv",
+                tooltip="Download the anomalies (time, score, top sensors) and the settings used as a "
+                        "CSV file.")
+            self.export.on_request(self._send_export)
+            self.export.add_class("msda-export")
+            export_row = [self.export]
+        else:
+            self.export_button.add_class("msda-export")
+            export_row = [self.export_button, self.download]
+        self.rows.add_class("msda-anomaly-list")
+        self.count.add_class("msda-table-count")
         self.widget = widgets.VBox(
             [widgets.HTML("<b>Anomalies</b>"), self.sort, self.count, self.rows,
-             widgets.HBox([self.export_button, self.download], layout=widgets.Layout(align_items="center"))],
+             widgets.HBox(export_row, layout=widgets.Layout(align_items="center"))],
             layout=widgets.Layout(width="100%"))
 
         self.sort.observe(lambda _ch: self._fill(), names="value")
@@ -94,6 +117,8 @@ class AnomalyTable:
             text = f"{total:,} anomalies."
         self.count.value = f"<span style='font-size:12px'>{text}</span>"
         self.export_button.disabled = self.state.anomalies is None
+        if self.export is not None:
+            self.export.disabled = self.state.anomalies is None
         self.download.value = ""
 
     def _select_current(self) -> None:
@@ -112,6 +137,10 @@ class AnomalyTable:
         if self._syncing or change["new"] is None or change["new"] == self.state.selected:
             return
         self.controller.select(int(change["new"]))
+
+    def _send_export(self, button: Any) -> None:
+        """DownloadButton request: make the CSV now and hand it to the browser."""
+        button.send_file(self.controller.export_csv(), "anomalies.csv", mime="text/csv")
 
     def _on_export(self, _button: Any = None) -> None:
         data = self.controller.export_csv()
