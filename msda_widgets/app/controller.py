@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 #: Voila's websocket refuses messages above ~10 MB; larger uploads are refused before parsing.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-#: Dashboard defaults: the engine's, with a fixed seed.
-DEFAULT_SETTINGS: dict[str, Any] = {**DetectorConfig().flat(), "seed": 0}
+#: Dashboard defaults: the engine's, with a fixed seed and one torch thread per kernel — a Voila
+#: server runs one kernel per visitor, and oversubscribed torch threads slow every fit 5-30x.
+DEFAULT_SETTINGS: dict[str, Any] = {**DetectorConfig().flat(), "seed": 0, "num_threads": 1}
 _DATA_KEYS = set(DataConfig.field_names())
 HIST_BINS = 50
 TOP_SENSORS = 3
