@@ -55,6 +55,13 @@ KINDS = datasets.ANOMALY_KINDS
 RANDOM_DRAWS = 20
 
 
+def load() -> str:
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     def cell(v) -> str:
         if isinstance(v, float):
@@ -73,8 +80,11 @@ def methods_for(det: Detector) -> list[str]:
     return [m for m, spec in EXPLAINERS.items() if det.task in spec.models]
 
 
+THREADS = None  # --threads: torch CPU threads of every detector (None: the detector's default)
+
+
 def model_settings(model: str, quick: bool, epochs: int) -> dict:
-    s = dict(model=model, lookback=10, epochs=epochs, seed=0)
+    s = dict(model=model, lookback=10, epochs=epochs, seed=0, num_threads=THREADS)
     if quick and model == "lstm_ae":
         s["hidden_sizes"] = (16, 8)
     return s
@@ -118,7 +128,8 @@ def bench_batch(args) -> None:
         frame, source = load_csv(path), f"Canadian climate ({path.name})"
     else:
         n = 1500 if args.quick else 6000
-        frame = datasets.make_sensors(n_steps=n, n_sensors=26, anomalies=4 if args.quick else 12, seed=args.latency_seed).data
+        frame = datasets.make_sensors(n_steps=n, n_sensors=26, anomalies=4 if args.quick else 12,
+                                      seed=args.latency_seed).data
         source = "generated make_sensors (26 sensors)" + ("" if args.quick else f"; {path} not found")
     rows = []
     models = ("deepcnn",) if args.quick else MODELS
@@ -149,14 +160,27 @@ def bench_batch(args) -> None:
 
 # --------------------------------------------------------------------------------- 3. faithfulness
 
-def masked_scores(det: Detector, inputs: np.ndarray, sensor_sets: list[list[int]]) -> np.ndarray:
-    """Scores of ``inputs`` (T, S) with each set of sensors replaced by the mean background window."""
+def deletion_drops(det: Detector, result, k: int, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """For each explanation: (relative score drop when its top-k sensors are replaced by the mean
+    background window, mean drop over RANDOM_DRAWS random k-sets), scored in one batch."""
     baseline = np.asarray(det.background_, dtype=np.float32).mean(axis=0)
-    batch = np.repeat(inputs[None].astype(np.float32), len(sensor_sets), axis=0)
-    for b, cols in enumerate(sensor_sets):
-        batch[b][:, cols] = baseline[:, cols]
+    batch, scores = [], []
+    for exp in result:
+        order = [exp.sensors.index(name) for name in exp.top_sensors]
+        s = len(exp.sensors)
+        sets = [order[:k]] + [list(rng.choice(s, size=k, replace=False)) for _ in range(RANDOM_DRAWS)]
+        windows = np.repeat(np.asarray(exp.inputs, dtype=np.float32)[None], len(sets), axis=0)
+        for b, cols in enumerate(sets):
+            windows[b][:, cols] = baseline[:, cols]
+        batch.append(windows)
+        scores.append(exp.score)
+    if not batch:
+        return []
     with torch.no_grad():
-        return score_module(det)(torch.from_numpy(batch)).double().numpy()
+        masked = score_module(det)(torch.from_numpy(np.concatenate(batch))).double().numpy()
+    masked = masked.reshape(len(batch), RANDOM_DRAWS + 1)
+    drops = (np.asarray(scores)[:, None] - masked) / np.asarray(scores)[:, None]
+    return [(float(d[0]), float(d[1:].mean())) for d in drops]
 
 
 def bench_faithfulness(args) -> None:
@@ -174,7 +198,8 @@ def bench_faithfulness(args) -> None:
         index = ld.data.index
         held_out = [e for e in ld.events if index.get_loc(e.start) >= n_fit]
         for model in MODELS:
-            det = Detector(**model_settings(model, args.quick, 2 if args.quick else args.epochs)).fit(ld.data.iloc[:n_fit])
+            settings = model_settings(model, args.quick, 2 if args.quick else args.epochs)
+            det = Detector(**settings).fit(ld.data.iloc[:n_fit])
             found = det.detect(ld.data)
             scores = found.scores.to_numpy()
             flags = found.anomalies.to_numpy()
@@ -199,7 +224,7 @@ def bench_faithfulness(args) -> None:
             pool = pool[np.linspace(0, len(pool) - 1, min(args.deletion_points, len(pool))).round().astype(int)] \
                 if len(pool) else pool
             for method in methods_for(det):
-                if chosen:
+                if chosen and method != "grad_cam":  # grad_cam ranks no sensors (time only)
                     result = det.explain_many(found, chosen, method=method)
                     for exp, kind, row in zip(result, kinds, chosen):
                         truth = ld.culprits.iloc[row]
@@ -211,21 +236,16 @@ def bench_faithfulness(args) -> None:
                 if len(pool) == 0 or method in ("grad_cam",):
                     continue
                 result = det.explain_many(found, [int(i) for i in pool], method=method)
-                for exp in result:
-                    s = exp.values.shape[1]
-                    order = [exp.sensors.index(name) for name in exp.top_sensors]
-                    for k in (1, 2):
-                        sets = [order[:k]] + [list(rng.choice(s, size=k, replace=False)) for _ in range(RANDOM_DRAWS)]
-                        masked = masked_scores(det, exp.inputs, sets)
-                        drop = (exp.score - masked) / exp.score
-                        deletion[(model, method, k)].append((drop[0], drop[1:].mean()))
+                for k in (1, 2):
+                    deletion[(model, method, k)] += deletion_drops(det, result, k, rng)
     print(f"\n## 3. Faithfulness on make_sensors (n_steps={n_steps}, {args.sensors} sensors, {anomalies} events "
           f"per seed, seeds {', '.join(map(str, args.seeds))}; fitted on the first {args.fit_fraction:.0%}, "
           f"judged on the events after it)\n")
     det_rows = [[m, events_seen[m][0], events_seen[m][1], float(np.mean(floor[m])) if floor[m] else float("nan")]
                 for m in MODELS]
     print(table(["model", "held-out events", "detected (explained)", "random floor"], det_rows))
-    print("\n### HitRate@1 (top sensor is a culprit at the event's highest-scored flagged timestamp)\n")
+    print("\n### HitRate@1 (top sensor is a culprit at the event's highest-scored flagged timestamp; "
+          "grad_cam is left out: it attributes time steps, not sensors)\n")
     rows = []
     for model in MODELS:
         for method in EXPLAINERS:
@@ -272,16 +292,22 @@ def main(argv=None) -> int:
     p.add_argument("--sensors", type=int, default=8, help="sensors of the faithfulness data (default 8)")
     p.add_argument("--epochs", type=int, default=30, help="max training epochs in the faithfulness part")
     p.add_argument("--fit-fraction", type=float, default=0.4, help="leading part of the series used to fit")
-    p.add_argument("--deletion-points", type=int, default=40, help="flagged rows per seed and model for the deletion check")
+    p.add_argument("--deletion-points", type=int, default=40,
+                   help="flagged rows per seed and model for the deletion check")
     p.add_argument("--latency-seed", type=int, default=7, help="seed of the generated latency / batch data")
     p.add_argument("--canadian", help=f"path of the Canadian climate CSV (default {CANADIAN})")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of every detector (default: the detector's own, all cores up to 8)")
     args = p.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
     if args.seeds is None:
         args.seeds = [2024] if args.quick else [2024, 2025, 2026, 2027]
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])
     print(f"# Explanation benchmark\n\n```\n$ {command}\n```\n")
     print(f"{platform.platform()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), numpy {np.__version__}, pandas {pd.__version__}.")
+          f"({args.threads or torch.get_num_threads()} threads), numpy {np.__version__}, pandas {pd.__version__}; "
+          f"load average at start {load()}.")
     t0 = time.perf_counter()
     if "latency" in args.parts:
         bench_latency(args)
@@ -289,7 +315,8 @@ def main(argv=None) -> int:
         bench_batch(args)
     if "faithfulness" in args.parts:
         bench_faithfulness(args)
-    print(f"\nTotal {time.perf_counter() - t0:.0f} s.")
+    print(f"\nTotal {time.perf_counter() - t0:.0f} s; load average at the end {load()} (other processes on the "
+          f"machine slow torch's threads down a lot: compare runs at a similar load).")
     return 0
 
 

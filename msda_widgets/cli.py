@@ -31,13 +31,13 @@ def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool
     * visitors cannot run code: Voila forwards only comm messages from the browser
       (``execute_request`` is refused), so the app's own widget callbacks are all that runs;
     * tracebacks are not sent to the page;
-    * idle kernels are culled after 10 minutes without a connection;
+    * idle kernels are culled after 5 minutes without a connection;
     * each visitor gets a kernel of their own (Voila's default).
     """
     cmd = [sys.executable, "-m", "voila", str(APP_NOTEBOOK),
            f"--port={port}", "--Voila.ip=127.0.0.1", f"--theme={theme}",
            "--strip_sources=True", "--show_tracebacks=False",
-           "--MappingKernelManager.cull_idle_timeout=600",
+           "--MappingKernelManager.cull_idle_timeout=300",
            "--MappingKernelManager.cull_interval=60",
            "--MappingKernelManager.cull_connected=False",
            "--VoilaConfiguration.file_allowlist=['.*\\.(png|jpg|gif|svg|js|css|woff2?|ttf)']"]

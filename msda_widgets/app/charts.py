@@ -41,10 +41,10 @@ PALETTE = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#b
 ANOMALY = "#d62728"
 NORMAL = "#4c78a8"
 BRUSHED = "#ff7f0e"
-SCORE = "#222222"
 LABEL_BAND = "#9e9e9e"
 LEGEND_MAX = 12       # more sensors than this: no legend (it would cover the chart)
 MAX_LABEL_SPANS = 2000
+MAX_EPOCH_TICKS = 12  # loss curve: one tick per epoch up to this many epochs
 #: Tooltip time format. bqplot's tooltips accept only time formats whose directives are
 #: separated by spaces, "-", "/" or "*" (``utils.is_valid_time_format``); anything else, e.g.
 #: "%H:%M", is taken for a number format and the tooltip view fails to render. "%c" is the
@@ -681,9 +681,10 @@ class LossCurve:
         self.val_line = bq.Lines(
             x=np.empty(0), y=np.empty(0), scales={"x": xs, "y": ys}, colors=[BRUSHED], marker="square",
             marker_size=24, labels=["validation loss"], display_legend=True, tooltip=tip)
+        self.epoch_axis = bq.Axis(scale=xs, label="epoch", tick_format="d", grid_lines="none")
         self.figure = bq.Figure(
             marks=[self.train_line, self.val_line],
-            axes=[bq.Axis(scale=xs, label="epoch", tick_format="d", grid_lines="none"),
+            axes=[self.epoch_axis,
                   bq.Axis(scale=ys, side="left", label="loss (MSE)", tick_format=".2g",
                           grid_lines="dashed")],
             title="Training loss", legend_location="top-right", animation_duration=0,
@@ -708,6 +709,13 @@ class LossCurve:
             self.val_line.x = epoch[ok_v]
             self.val_line.y = val[ok_v]
             self.val_line.visible = bool(ok_v.any())
+        # whole epochs only: on a short run d3 picks ticks like 1.5, which "d" prints as "2"
+        finite = epoch[np.isfinite(epoch)]
+        if len(finite) and finite.max() - finite.min() <= MAX_EPOCH_TICKS:
+            ticks = np.arange(np.floor(finite.min()), np.floor(finite.max()) + 1, dtype=np.float64)
+        else:
+            ticks = None if len(finite) else np.array([0.0, 1.0])
+        self.epoch_axis.tick_values = ticks
 
 
 class ScoreHistogram:

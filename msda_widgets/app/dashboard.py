@@ -71,7 +71,7 @@ class Dashboard:
         if self.keyboard is not None:
             self.keyboard.on_action(self._on_key)
             self.keyboard.add_class("msda-keyboard")
-            self.keyboard.layout = widgets.Layout(margin="0 6px")
+            self.keyboard.layout = widgets.Layout(margin="0 6px", flex="1 1 auto")
 
         self.panel = ControlPanel(self.state, self.controller, theme=p)
         self.timeline = Timeline(self.state, self.controller, theme=p)
@@ -87,8 +87,9 @@ class Dashboard:
                            widgets.Box([self.histogram.widget], layout=half)]),
              widgets.HBox([widgets.Box([self.explain_view.widget],
                                        layout=widgets.Layout(width="62%", min_width="0")),
+                           # the rest of the row (a width of 38% plus the padding overflowed it)
                            widgets.Box([self.table.widget],
-                                       layout=widgets.Layout(width="38%", min_width="0", padding="0 0 0 8px"))])],
+                                       layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"))])],
             layout=widgets.Layout(min_width="0", width="100%"))
         children = [self.panel.widget, main]
         css = style_block(p)

@@ -42,8 +42,15 @@ def _figure(marks: list, axes: list, title: str, height: str = "260px", **kwargs
                      layout=widgets.Layout(width="100%", height=height), **kwargs)
 
 
+#: bqplot's ColorAxis leaves 100 px at each end of its bar: the plot area must be taller than this
+#: for the bar to have any length at all.
+COLOUR_BAR_OFFSETS_PX = 200
+
+
 def _heatmap(title: str, colours: list, row_label: str, column_label: str, height: str = "280px",
-             theme: "str | Palette" = "light"):
+             theme: "str | Palette" = "light", colour_bar: bool = False):
+    """A GridHeatMap figure. ``colour_bar``: add bqplot's ColorAxis (needs a plot area taller
+    than :data:`COLOUR_BAR_OFFSETS_PX`, or the bar is drawn with no length)."""
     theme = palette(theme)
     rows, cols = bq.OrdinalScale(reverse=True), bq.OrdinalScale()
     colour = bq.ColorScale(colors=colours)
@@ -52,9 +59,12 @@ def _heatmap(title: str, colours: list, row_label: str, column_label: str, heigh
                           tooltip=bq.Tooltip(fields=["row", "column", "color"],
                                              labels=[row_label, column_label, "value"],
                                              formats=["", "", ".3g"]))
-    axes = [bq.Axis(scale=cols, label=column_label), bq.Axis(scale=rows, side="left"),
-            bq.ColorAxis(scale=colour, side="right")]
-    fig = _figure([mark], axes, title, height=height, fig_margin=dict(top=40, bottom=40, left=90, right=70))
+    axes = [bq.Axis(scale=cols, label=column_label), bq.Axis(scale=rows, side="left")]
+    margin = dict(top=40, bottom=40, left=90, right=20)
+    if colour_bar:
+        axes.append(bq.ColorAxis(scale=colour, side="right"))
+        margin["right"] = 70
+    fig = _figure([mark], axes, title, height=height, fig_margin=margin)
     style_figure(fig, theme)
     return mark, colour, fig
 
@@ -102,7 +112,8 @@ class ExplainView:
             tooltip="Explain the next anomaly in time.")
         self.prev_button.on_click(lambda _b: self.controller.select_previous())
         self.next_button.on_click(lambda _b: self.controller.select_next())
-        self.method_echo = widgets.HTML(tooltip="The explanation method in use (change it in the panel).")
+        self.method_echo = widgets.HTML(tooltip="The explanation method in use (change it in the panel).",
+                                        layout=widgets.Layout(min_width="130px"))
         self.placeholder = widgets.HTML(
             f"<div style='color:{p.muted};padding:12px'>{html.escape(PLACEHOLDER)}</div>")
 
@@ -118,7 +129,8 @@ class ExplainView:
         self.by_sensor_figure = _figure(
             [self.sensor_bars],
             [bq.Axis(scale=xs, side="left"),
-             bq.Axis(scale=ys, label="contribution to the score", tick_format=".2g", grid_lines="dashed")],
+             bq.Axis(scale=ys, label="contribution to the score", tick_format=".2g", grid_lines="dashed",
+                     num_ticks=5)],  # the chart is narrow: d3's ~10 ticks run into each other
             "Which sensors")
         self.by_sensor_figure.add_class("msda-explain-bars")
         style_figure(self.by_sensor_figure, p)
@@ -152,7 +164,7 @@ class ExplainView:
         self.layer.observe(lambda _ch: self._draw_layer(), names="value")
         self.layer_info = widgets.HTML()
         self.layer_map, self.layer_colours, self.layer_figure = _heatmap(
-            "Activations", _SEQUENTIAL, "unit", "time step", height="320px", theme=p)
+            "Activations", _SEQUENTIAL, "unit", "time step", height="440px", theme=p, colour_bar=True)
         ux, uy = bq.OrdinalScale(), bq.LinearScale()
         self.unit_bars = bq.Bars(x=np.array([], dtype=str), y=np.empty(0), scales={"x": ux, "y": uy},
                                  colors=[NORMAL], padding=0.1,
@@ -282,7 +294,8 @@ class ExplainView:
             f"<div style='font-size:13px;line-height:1.5'><b>{html.escape(str(when))}</b> · {verdict} · "
             f"score <b>{e.score:.4g}</b> (threshold {e.threshold:.4g}) · base value {e.base_value:.4g} · "
             f"method <b>{html.escape(e.method)}</b> · {e.seconds:.2f} s{delta}<br>"
-            f"<span style='color:{self.palette.muted}'>Red bars pushed the score up, blue bars pulled it down. Top sensors: "
+            f"<span style='color:{self.palette.muted}'>Red bars and cells pushed the score up, blue ones "
+            f"pulled it down. Top sensors: "
             f"{html.escape(', '.join(map(str, e.top_sensors[:3])))}.</span></div>")
         self.note.value = (f"<div style='font-size:12px;color:{self.palette.note}'>Grad-CAM explains time steps only: "
                            "every sensor gets the same share, so the sensor bars carry no information. "

@@ -379,8 +379,12 @@ class ControlPanel:
         candidates = [c for c in s.numeric_columns if c != label and c != time_col]
         chosen = settings.get("sensors") or (list(series.sensors) if series is not None else candidates)
         options = list(dict.fromkeys([*candidates, *[c for c in chosen if c not in candidates]]))
-        self.sensors.options = options
-        self.sensors.value = tuple(c for c in chosen if c in options)
+        # options and selection in one message: ipywidgets sends a new `options` before the reset
+        # `index`, and the browser's SelectMultiple fails ("Error setting state") when it redraws
+        # fewer options with the old, longer index
+        with self.sensors.hold_sync():
+            self.sensors.options = options
+            self.sensors.value = tuple(c for c in chosen if c in options)
 
         columns = list(s.columns)
         setting = settings.get("time_column", _AUTO)
@@ -389,15 +393,17 @@ class ControlPanel:
         if time_col and time_col not in columns:
             time_opts.append((time_col, time_col))  # e.g. the table's DatetimeIndex
         time_opts += [(c, c) for c in columns]
-        self.time_column.options = time_opts
         values = [v for _, v in time_opts]
-        self.time_column.value = _NONE if setting is None else (setting if setting in values else _AUTO)
+        with self.time_column.hold_sync():
+            self.time_column.options = time_opts
+            self.time_column.value = _NONE if setting is None else (setting if setting in values else _AUTO)
 
         label_opts = [("(none)", _NONE)] + [(c, c) for c in columns]
         if label and label not in columns:
             label_opts.append((label, label))
-        self.label_column.options = label_opts
-        self.label_column.value = label or _NONE
+        with self.label_column.hold_sync():
+            self.label_column.options = label_opts
+            self.label_column.value = label or _NONE
         self.impute.value = settings.get("impute", "interpolate")
         self.missing_values.value = _fmt_numbers(settings.get("missing_values"))
 

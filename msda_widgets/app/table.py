@@ -51,7 +51,8 @@ class AnomalyTable:
             tooltip="Order of the list: most unusual first, or in time order.",
             style={"button_width": "80px"})
         self.rows = widgets.Select(
-            options=[], rows=12, layout=widgets.Layout(width="100%"),
+            # "auto", not "100%": with the widget's 2 px margins 100% overflowed the column
+            options=[], rows=12, layout=widgets.Layout(width="auto"),
             tooltip="Every time step above the threshold. Pick one to see why it was flagged.")
         self.count = widgets.HTML()
         self.export_button = widgets.Button(
@@ -63,10 +64,9 @@ class AnomalyTable:
         self.export: Optional[Any] = None
         if download_button:
             from .widgets import DownloadButton  # anywidget; raises FrontendNotBuiltError if unbuilt
-            self.export = DownloadButton(
-                label="⬇ Export CSV", filename="anomalies.csv", mime="text/csv",
-                tooltip="Download the anomalies (time, score, top sensors) and the settings used as a "
-                        "CSV file.")
+            # no `tooltip`: ipywidgets' DOMWidgetView.updateTooltip reads the `description` an
+            # anywidget model lacks, and the view then fails to render
+            self.export = DownloadButton(label="⬇ Export CSV", filename="anomalies.csv", mime="text/csv")
             self.export.on_request(self._send_export)
             self.export.add_class("msda-export")
             export_row = [self.export]

@@ -6,11 +6,10 @@ import copy
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from msda_widgets import ConfigError, DataError, Detector, datasets
+from msda_widgets import ConfigError, DataError, Detector, NotFittedError, datasets
 from msda_widgets.engine.explain import (EXPLAINERS, SHAP_TOLERANCE, ExplainMethod, Explanation, ExplanationSet,
                                          register_explainer, score_module)
 
@@ -36,20 +35,31 @@ def spiked(plant):
     return out
 
 
+@pytest.fixture(scope="module")
+def fitted(plant):
+    """Each model fitted once per module, on the clean-ish first part of the plant data."""
+    cache = {}
+
+    def get(model: str) -> Detector:
+        if model not in cache:
+            cache[model] = Detector(**(CNN if model == "deepcnn" else LSTM)).fit(plant.data.iloc[:N_FIT])
+        return cache[model]
+    return get
+
+
 @pytest.fixture(scope="module", params=["deepcnn", "lstm_ae"])
-def det(request, plant):
-    settings = CNN if request.param == "deepcnn" else LSTM
-    return Detector(**settings).fit(plant.data.iloc[:N_FIT])
+def det(request, fitted):
+    return fitted(request.param)
 
 
 @pytest.fixture(scope="module")
-def cnn(plant):
-    return Detector(**CNN).fit(plant.data.iloc[:N_FIT])
+def cnn(fitted):
+    return fitted("deepcnn")
 
 
 @pytest.fixture(scope="module")
-def lstm(plant):
-    return Detector(**LSTM).fit(plant.data.iloc[:N_FIT])
+def lstm(fitted):
+    return fitted("lstm_ae")
 
 
 @pytest.fixture(scope="module")
@@ -429,3 +439,35 @@ def test_registry_refuses_duplicates_and_documents_each_method():
     assert EXPLAINERS["shap"].additive and EXPLAINERS["kernel_shap"].additive
     assert set(EXPLAINERS["shap"].options) == {"nsamples", "seed"}
     assert set(EXPLAINERS["integrated_gradients"].options) == {"n_steps"}
+
+
+@pytest.mark.parametrize("score", ["l2", "mahalanobis"])
+@pytest.mark.parametrize("reduction", ["last", "window"])
+def test_every_score_setting_is_explained_additively(lstm, plant, score, reduction):
+    d = copy.copy(lstm).set_params(score=score, reduction=reduction)
+    found = d.detect(plant.data)
+    rows = flagged_rows(found, limit=3)
+    for e in d.explain_many(found, rows, method="integrated_gradients"):
+        assert abs(e.delta) <= 0.02 * abs(e.score - e.base_value) + 1e-3
+    e = d.explain(found, rows[0], method="kernel_shap")
+    assert e.values.sum() == pytest.approx(e.score - e.base_value, abs=1e-5)
+    e = d.explain(found, rows[0], method="error")
+    if score == "l2":
+        assert e.values.sum() == pytest.approx(e.score ** 2, rel=1e-5)
+    if reduction == "window":  # the window's mean squared error, spread over its steps
+        assert np.count_nonzero(e.values.sum(axis=1)) == LOOKBACK
+
+
+def test_whens_as_a_mask_an_empty_list_and_a_foreign_detection(cnn, lstm, plant):
+    found = cnn.detect(plant.data)
+    mask = found.anomalies & (np.arange(len(found.anomalies)) > 3000)
+    many = cnn.explain_many(found, mask, method="error")
+    assert [e.when for e in many] == list(mask.index[mask])
+    empty = cnn.explain_many(found, [], method="shap")
+    assert len(empty) == 0 and empty.global_importance.empty
+    assert list(empty.to_frame().columns)[:2] == ["when", "position"]
+    other = Detector(**{**CNN, "epochs": 1}).fit(plant.data.iloc[:600, :4])
+    with pytest.raises(DataError, match="other sensors"):
+        other.explain(found, 700)
+    with pytest.raises(NotFittedError):
+        Detector().explain(plant.data, 700)
