@@ -21,7 +21,9 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_explain.py
+	$(PY) benchmarks/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

@@ -432,7 +432,7 @@ def bench_training(scaled: np.ndarray, quick: bool, repeats: int) -> tuple[Table
         train_model(warm, batch_fn, all_idx[:cfg.batch_size * 20], np.empty(0, dtype=np.int64), cfg, device=cpu,
                     on_batch=lambda p: token.cancel() if p.batch >= 20 else None, cancel=token)
 
-    def run_ours() -> dict:
+    def run_ours(model_cfg: ModelConfig = ModelConfig()) -> dict:
         state: dict = {"losses": [], "times": []}
         token = CancelToken()
 
@@ -451,7 +451,7 @@ def bench_training(scaled: np.ndarray, quick: bool, repeats: int) -> tuple[Table
                 token.cancel()
 
         with torch_runtime(cfg.num_threads, cfg.seed):
-            model = build_model(ModelConfig(), n_sensors)
+            model = build_model(model_cfg, n_sensors)
             state["t0"] = time.perf_counter()
             history = train_model(model, batch_fn, all_idx, np.empty(0, dtype=np.int64), cfg, device=cpu,
                                   on_batch=on_batch, cancel=token)
@@ -487,6 +487,8 @@ def bench_training(scaled: np.ndarray, quick: bool, repeats: int) -> tuple[Table
     runs = [run_ours() for _ in range(1 if quick else repeats)]
     replay = replay_eval()
     details["eval_replay"] = replay
+    no_dropout = [run_ours(ModelConfig(dropout=0.0)) for _ in range(1 if quick else 3)]
+    details["ours_no_dropout_runs"] = no_dropout
     details["ours_runs"] = runs
     reached = [r["moving"]["seconds"] for r in runs if "moving" in r]
     t_ours = statistics.median(reached) if len(reached) == len(runs) else math.nan
@@ -528,10 +530,21 @@ def bench_training(scaled: np.ndarray, quick: bool, repeats: int) -> tuple[Table
     details["eval_rule_s"] = t_eval
     table.add(f"ours, same quality in eval mode: MSE on all windows <= the ancestor's ({ancestor_eval:.5f}), "
               f"checked every 5 batches", eval_text, value=t_eval)
+    nd = [r["moving"]["seconds"] for r in no_dropout if "moving" in r]
+    if len(nd) == len(no_dropout):
+        t_nd = statistics.median(nd)
+        m = no_dropout[0]["moving"]
+        nd_text = f"{fmt_s(t_nd)} at epoch {m['epoch']}, batch {m['batch']} ({t_ancestor / t_nd:,.1f}x)"
+    else:
+        t_nd, nd_text = math.nan, "not reached"
+    details["no_dropout_rule_s"] = t_nd
+    table.add("ours with `dropout=0` (not the default), same moving-mean rule, for information", nd_text,
+              value=t_nd)
     table.add("MSE on all windows, eval mode: ancestor after training / ours when stopped",
               f"{ancestor_eval:.5f} / {statistics.median(r['eval_mse'] for r in runs):.5f}")
+    thread_word = "threads" if threads > 1 else "thread"
     table.note(f"Both sides train on the same {n:,} min-max scaled windows (all of them, no validation split), "
-               f"with {threads} torch threads, in this process. Ancestor: median of {len(totals)} runs after a "
+               f"with {threads} torch {thread_word}, in this process. Ancestor: median of {len(totals)} runs after a "
                f"warm-up; ours: median of {len(runs)} runs (seed 0) after a warm-up, timed from the `train_model` "
                f"call to the batch that met the rule (the callback's own cost included).")
     table.note("Primary rule: the mean of the last 20 batch losses (training mode, so with our dropout) "

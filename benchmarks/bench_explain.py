@@ -143,19 +143,22 @@ def bench_batch(args) -> None:
         if args.quick:
             whens = [int(i) for i in np.flatnonzero(found.anomalies.to_numpy())[:20]]
         det.explain_many(found, [int(np.flatnonzero(found.scored.to_numpy())[0])], method="shap")  # warm-up
-        t0 = time.perf_counter()
-        result = det.explain_many(found, whens, method="shap")
-        seconds = time.perf_counter() - t0
-        rate = len(result) / seconds if seconds > 0 else float("nan")
+        rates = []
+        for _ in range(1 if args.quick else 4):  # the first batch call, then three more
+            t0 = time.perf_counter()
+            result = det.explain_many(found, whens, method="shap")
+            seconds = time.perf_counter() - t0
+            rates.append(len(result) / seconds if seconds > 0 else float("nan"))
+        rate = float(np.median(rates[1:] if len(rates) > 1 else rates))
         gaps = np.array([abs(e.delta) / max(abs(e.score - e.base_value), 1e-12) for e in result])
+        stats = [float(np.quantile(gaps, q)) if len(gaps) else float("nan") for q in (0.5, 0.95, 1.0)]
+        target = model == "deepcnn"
         rows.append([model, f"{frame.shape[0]} x {frame.shape[1]}", f"{epochs} epochs, {fit_s:.0f} s", len(result),
-                     seconds, rate, f"≥ {TARGET_ROWS_PER_S}" if model == "deepcnn" else "—",
-                     ("yes" if rate >= TARGET_ROWS_PER_S else "**no**") if model == "deepcnn" else "—",
-                     float(np.median(gaps)) if len(gaps) else float("nan"),
-                     float(np.quantile(gaps, 0.95)) if len(gaps) else float("nan")])
+                     rates[0], rate, f"≥ {TARGET_ROWS_PER_S}" if target else "—",
+                     ("yes" if rate >= TARGET_ROWS_PER_S else "**no**") if target else "—", *stats])
     print(f"\n## 2. Batch: explain_many(method='shap') on every flagged row — {source}\n")
-    print(table(["model", "rows x sensors", "fit", "flagged rows", "seconds", "rows/s", "target", "met",
-                 "median abs(delta)/gap", "p95 abs(delta)/gap"], rows))
+    print(table(["model", "rows x sensors", "fit", "flagged rows", "rows/s (first call)", "rows/s (median of next 3)",
+                 "target", "met", "median abs(delta)/gap", "p95", "max"], rows))
 
 
 # --------------------------------------------------------------------------------- 3. faithfulness

@@ -25,11 +25,12 @@ Methods (the :data:`EXPLAINERS` registry; add one with :func:`register_explainer
     training windows. Base value ``E[score]`` over the background. A Monte-Carlo estimate (one
     random reference and one random point on the straight path to it per sample): the values sum
     to ``score - base_value`` up to ``delta``, almost all of it from the random path points. The
-    default ``nsamples`` (:data:`SHAP_NSAMPLES`: 600 for a forecaster, 300 for an autoencoder)
+    default ``nsamples`` (:data:`SHAP_NSAMPLES`: 500 for a forecaster, 300 for an autoencoder)
     keeps a click under 50 ms for 26 sensors x lookback 10 on 2 cores; we state
-    ``|delta| <= 0.1 * |score - base_value| + 0.01`` for the CNN forecaster and
+    ``|delta| <= 0.2 * |score - base_value| + 0.01`` for the CNN forecaster and
     ``|delta| <= 0.5 * |score - base_value| + 0.01`` for the LSTM autoencoder
-    (:data:`SHAP_TOLERANCE`; measured medians are 1-5 % and 3-14 % of the gap). The error falls
+    (:data:`SHAP_TOLERANCE`). Measured over many rows and seeds the median gap is about 1-5 %
+    (CNN) and 2-14 % (LSTM) of ``score - base_value``, the worst 17 % and 41 %. The error falls
     like ``1 / sqrt(nsamples)``: pass a larger ``nsamples`` for a tighter sum. ``explain_many``
     stacks up to 64 rows into one shap call; every row gets the same random draws as a call on
     that row alone, so a batch gives the same values as ``explain`` row by row.
@@ -109,10 +110,10 @@ __all__ = [
 #: Default number of expected-gradient samples per explained row ("shap"), per task: about the
 #: most that keeps a click under 50 ms for 26 sensors x lookback 10 on 2 CPU cores (the CNN's cost
 #: is mostly shap's per-sample Python loop, the LSTM autoencoder's its forward/backward passes).
-SHAP_NSAMPLES = {"forecast": 600, "reconstruct": 300}
+SHAP_NSAMPLES = {"forecast": 500, "reconstruct": 300}
 #: Stated additivity tolerance of "shap" at the default nsamples, per task: (relative, absolute),
 #: i.e. ``|delta| <= relative * |score - base_value| + absolute``.
-SHAP_TOLERANCE = {"forecast": (0.1, 0.01), "reconstruct": (0.5, 0.01)}
+SHAP_TOLERANCE = {"forecast": (0.2, 0.01), "reconstruct": (0.5, 0.01)}
 #: Default coalitions evaluated by "kernel_shap" (all 2**S - 2 when fewer: then it is exact).
 KERNEL_SHAP_NSAMPLES = 2048
 #: Default straight-line steps of "integrated_gradients".

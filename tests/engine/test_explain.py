@@ -108,6 +108,17 @@ def test_shap_values_add_up_within_the_stated_tolerance(det, found):
         score_module(det)(torch.from_numpy(np.asarray(det.background_))).detach().numpy())), rel=1e-5)
 
 
+def test_shap_gap_is_monte_carlo_error_that_shrinks_with_more_samples(det, found):
+    rows = flagged_rows(found, limit=10)
+
+    def median_gap(nsamples: int) -> float:
+        result = det.explain_many(found, rows, method="shap", nsamples=nsamples)
+        return float(np.median([abs(e.delta) / abs(e.score - e.base_value) for e in result]))
+
+    few, many = median_gap(50), median_gap(3200)
+    assert many <= 0.05 and many < 0.5 * few, (few, many)
+
+
 def test_integrated_gradients_add_up_within_their_convergence_delta(det, found):
     for e in det.explain_many(found, flagged_rows(found), method="integrated_gradients"):
         gap = e.score - e.base_value
