@@ -253,6 +253,9 @@ def test_keyboard_steps_between_anomalies(page: Page, voila) -> None:
     expect(nav).to_be_focused()
 
     def press(key: str, previous: str | None) -> str:
+        # the widget drops key presses within 80 ms of the last one (its auto-repeat debounce),
+        # so a person-paced test waits past that window before each key
+        page.wait_for_timeout(200)
         nav.press(key)
         if previous is None:
             expect(status(page)).to_contain_text("points to", timeout=_ms(STEP_S))
