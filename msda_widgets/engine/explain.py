@@ -103,6 +103,8 @@ __all__ = [
     "explain",
     "explain_many",
     "activations",
+    "offsets_for",
+    "ACTIVATION_TAPS",
     "SHAP_NSAMPLES",
     "SHAP_TOLERANCE",
 ]
