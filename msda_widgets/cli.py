@@ -40,7 +40,7 @@ def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool
            "--MappingKernelManager.cull_idle_timeout=300",
            "--MappingKernelManager.cull_interval=60",
            "--MappingKernelManager.cull_connected=False",
-           "--VoilaConfiguration.file_allowlist=['.*\\.(png|jpg|gif|svg|js|css|woff2?|ttf)']"]
+           "--VoilaConfiguration.file_allowlist=.*\\.(png|jpg|gif|svg|js|css|woff2?|ttf)"]
     if not open_browser:
         cmd.append("--no-browser")
     env = dict(os.environ, MSDA_WIDGETS_THEME=theme)

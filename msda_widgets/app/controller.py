@@ -419,7 +419,7 @@ class Controller:
         det = self.state.detector
         method = method or self.state.threshold_method
         if det is None:
-            from ..engine.thresholds import THRESHOLDS, compute_threshold
+            from ..engine.thresholds import compute_threshold
             compute_threshold([0.0, 1.0], method, param)  # validates method and parameter
             with self.state.hold_trait_notifications():
                 self.state.threshold_method, self.state.threshold_param = method, param

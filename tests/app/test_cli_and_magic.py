@@ -86,7 +86,8 @@ def test_load_ext_registers_percent_msda(monkeypatch):
     magic = ip.magics[("line", "msda")]
     dash = magic("")
     assert isinstance(dash, Dashboard) and dash.state.series.n_rows > 0
-    assert dash._repr_mimebundle_() is not None or hasattr(dash, "_ipython_display_")
+    bundle = dash._repr_mimebundle_()  # a cell ending in %msda displays the app widget
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == dash.widget.model_id
 
 
 def test_msda_magic_on_a_dataframe_variable():
