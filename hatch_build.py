@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-BUNDLES = ("keyboard.js", "download.js")
+BUNDLES = ("keyboard.js", "download.js", "upload.js")
 STATIC = Path("msda_widgets") / "static"
 JS = Path("js")
 _TAIL = 4000  # characters of npm output quoted in an error

@@ -145,3 +145,31 @@ export function sanitizeFilename(name) {
   // Dots at the end of the cut stem would double up with the extension's (or end the name).
   return s.slice(0, MAX_FILENAME_LENGTH - ext.length).replace(/\.+$/, "") + ext;
 }
+
+/** Bytes per message when a file is sent to Python: well under Voila's ~10 MB websocket limit. */
+export const UPLOAD_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * Decide, before reading a single byte, whether a picked file may be sent to Python, and how.
+ * Returns {ok: true, chunks: [[start, end], ...]} or {ok: false, reason} with a sentence for
+ * the user. The Python twin is msda_widgets.app.widgets.plan_upload (tests/app/test_js.py
+ * checks they agree); Python re-checks every byte that arrives, whatever the browser says.
+ */
+export function planUpload(size, maxBytes, chunkBytes = UPLOAD_CHUNK_BYTES) {
+  if (!Number.isSafeInteger(size) || size < 0) {
+    return { ok: false, reason: "the file's size could not be read" };
+  }
+  if (size === 0) return { ok: false, reason: "the file is empty" };
+  if (size > maxBytes) {
+    return { ok: false, reason: `the file is ${formatMB(size)} and uploads are limited to ${formatMB(maxBytes)}` };
+  }
+  const step = Math.max(1, Math.floor(chunkBytes));
+  const chunks = [];
+  for (let start = 0; start < size; start += step) chunks.push([start, Math.min(size, start + step)]);
+  return { ok: true, chunks };
+}
+
+/** "12.3 MB" (decimal megabytes, one decimal); the Python twin is widgets.format_mb. */
+export function formatMB(bytes) {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}

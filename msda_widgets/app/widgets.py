@@ -4,6 +4,9 @@
   explains the current one, Home/End jump to the first/last. Python receives the actions.
 * :class:`DownloadButton` — a client-side download that works in Voila: Python hands the bytes
   to the browser, which saves them as a file; nothing is written on the server.
+* :class:`UploadButton` — a file picker that refuses files above a size limit in the browser,
+  before reading them, and sends accepted files to Python in acknowledged chunks (ipywidgets'
+  ``FileUpload`` sends a file in one websocket message, which Voila drops above ~10 MB).
 
 Their front-ends are ESM modules in ``js/src/`` bundled by esbuild into ``msda_widgets/static/``
 (git-ignored, built by the package build: ``pip install -e .`` / ``make install`` run
@@ -12,8 +15,8 @@ still import but refuse to instantiate with :class:`FrontendNotBuiltError`, whic
 build; nothing is built on demand from inside a running kernel (npm may be absent there, and
 a silent network install at widget creation would surprise).
 
-``key_to_action`` and ``sanitize_filename`` are the Python twins of ``keyToAction`` and
-``sanitizeFilename`` in ``js/src/logic.js``; ``tests/app/test_js.py`` runs both on the same
+``key_to_action``, ``sanitize_filename``, ``plan_upload`` and ``format_mb`` are the Python twins
+of ``keyToAction``, ``sanitizeFilename``, ``planUpload`` and ``formatMB`` in ``js/src/logic.js``; ``tests/app/test_js.py`` runs both on the same
 cases and asserts they agree. Change both sides together.
 """
 
@@ -35,6 +38,10 @@ from ..errors import MsdaError
 __all__ = [
     "KeyboardNav",
     "DownloadButton",
+    "UploadButton",
+    "UPLOAD_CHUNK_BYTES",
+    "plan_upload",
+    "format_mb",
     "FrontendNotBuiltError",
     "KEY_ACTIONS",
     "ACTIONS",
@@ -115,6 +122,32 @@ def sanitize_filename(name: object) -> str:
     dot = s.rfind(".")
     ext = s[dot:] if dot > 0 and len(s) - dot <= MAX_EXTENSION_LENGTH else ""
     return s[: MAX_FILENAME_LENGTH - len(ext)].rstrip(".") + ext
+
+
+#: Bytes per message when the browser sends a file (twin of UPLOAD_CHUNK_BYTES in logic.js).
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+def format_mb(n_bytes: int) -> str:
+    """``"12.3 MB"`` (decimal megabytes, one decimal), like ``formatMB`` in JS."""
+    return f"{n_bytes / 1e6:.1f} MB"
+
+
+def plan_upload(size: object, max_bytes: int, chunk_bytes: int = UPLOAD_CHUNK_BYTES) -> dict:
+    """May a file of ``size`` bytes be sent, and in which ``[start, end)`` chunks?
+
+    ``{"ok": True, "chunks": [[0, 1048576], ...]}`` or ``{"ok": False, "reason": "..."}``: the
+    same answer, case by case, as ``planUpload`` in ``js/src/logic.js``.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size > 2 ** 53 - 1:
+        return {"ok": False, "reason": "the file's size could not be read"}
+    if size == 0:
+        return {"ok": False, "reason": "the file is empty"}
+    if size > max_bytes:
+        return {"ok": False,
+                "reason": f"the file is {format_mb(size)} and uploads are limited to {format_mb(max_bytes)}"}
+    step = max(1, int(chunk_bytes))
+    return {"ok": True, "chunks": [[start, min(size, start + step)] for start in range(0, size, step)]}
 
 
 # -- widgets ------------------------------------------------------------------------------------
@@ -262,3 +295,97 @@ class DownloadButton(_StaticWidget):
             log.warning("The browser could not save %s: %s", self.filename, content.get("message"))
         else:
             log.debug("DownloadButton ignored an unknown front-end message: %r", content)
+
+
+class UploadButton(_StaticWidget):
+    """Open a file from the visitor's computer, with the size limit enforced in the browser.
+
+    * A file above ``max_bytes`` is refused by the browser before a byte of it is read: Python
+      only receives its name and size, and calls the :meth:`on_refused` callbacks with
+      ``(name, size, reason)``.
+    * An accepted file is sent in chunks of ``chunk_bytes`` (binary buffers, one acknowledged
+      message each, so no message comes near Voila's websocket limit). Python re-checks
+      everything (declared size, offsets, running total against ``max_bytes``) and aborts a
+      transfer that breaks a rule, whatever the browser claims. When the last chunk has arrived
+      the :meth:`on_upload` callbacks get ``(content: bytes, name: str)``; the bytes are not kept.
+
+    Nothing is written to disk, and the content is never unpickled or executed: it is handed to
+    the callbacks as bytes.
+    """
+
+    _static_name = "upload.js"
+    _esm = _static_esm("upload.js")
+
+    label = Unicode("Open CSV", help="Text of the button.").tag(sync=True)
+    accept = Unicode(".csv", help="File types the picker offers (the HTML accept attribute).").tag(sync=True)
+    max_bytes = Int(10 * 1024 * 1024, help="Largest file accepted, in bytes.").tag(sync=True)
+    chunk_bytes = Int(UPLOAD_CHUNK_BYTES, help="Bytes per message.").tag(sync=True)
+    disabled = Bool(False, help="Grey the button out.").tag(sync=True)
+    description = Unicode("", help="Tooltip of the button.").tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._upload_handlers = CallbackDispatcher()
+        self._refused_handlers = CallbackDispatcher()
+        self._transfer: Optional[dict] = None
+        self.on_msg(self._handle_frontend_msg)
+
+    def on_upload(self, callback: Callable[[bytes, str], Any], remove: bool = False) -> None:
+        """Call ``callback(content, name)`` when a file has arrived whole."""
+        self._upload_handlers.register_callback(callback, remove=remove)
+
+    def on_refused(self, callback: Callable[[str, int, str], Any], remove: bool = False) -> None:
+        """Call ``callback(name, size, reason)`` when a file is refused (by the browser or here)."""
+        self._refused_handlers.register_callback(callback, remove=remove)
+
+    def _abort(self, message_id: Any, name: str, size: int, reason: str) -> None:
+        self._transfer = None
+        self.send({"action": "abort", "id": message_id, "message": f"{name}: {reason}."})
+        self._refused_handlers(name, size, reason)
+
+    def _handle_frontend_msg(self, _widget: Any, content: Any, buffers: Any) -> None:
+        if not isinstance(content, dict):
+            return
+        action, mid = content.get("action"), content.get("id")
+        name = str(content.get("name", "") or "upload")[:255]
+        if action == "refused":
+            size = content.get("size")
+            size = size if isinstance(size, int) and not isinstance(size, bool) else -1
+            self._refused_handlers(name, size, str(content.get("reason") or "the file was refused")[:300])
+        elif action == "begin":
+            size = content.get("size")
+            plan = plan_upload(size, self.max_bytes, self.chunk_bytes)
+            if not plan["ok"]:
+                self._abort(mid, name, size if isinstance(size, int) else -1, plan["reason"])
+                return
+            self._transfer = {"id": mid, "name": name, "size": size, "data": bytearray()}
+            self.send({"action": "ack", "id": mid, "received": 0})
+        elif action == "chunk":
+            t = self._transfer
+            if t is None or mid != t["id"]:
+                return  # a stale transfer (aborted, or from another view): ignore it
+            data = bytes(buffers[0]) if buffers else b""
+            if content.get("offset") != len(t["data"]) or len(t["data"]) + len(data) > t["size"]:
+                self._abort(mid, t["name"], t["size"], "the file arrived garbled (chunks out of order); "
+                                                       "try again")
+                return
+            t["data"] += data
+            self.send({"action": "ack", "id": mid, "received": len(t["data"])})
+        elif action == "end":
+            t = self._transfer
+            if t is None or mid != t["id"]:
+                return
+            self._transfer = None
+            if len(t["data"]) != t["size"]:
+                self.send({"action": "abort", "id": mid, "message": f"{t['name']}: the upload was incomplete."})
+                self._refused_handlers(t["name"], t["size"], "the upload was incomplete; try again")
+                return
+            self.send({"action": "done", "id": mid})
+            self._upload_handlers(bytes(t["data"]), t["name"])
+        elif action == "error":
+            t, self._transfer = self._transfer, None
+            if t is not None:
+                self._refused_handlers(t["name"], t["size"], "the browser could not read the file: "
+                                       + str(content.get("message", ""))[:200])
+        else:
+            log.debug("UploadButton ignored an unknown front-end message: %r", content)

@@ -24,7 +24,9 @@ from msda_widgets.app.widgets import (
     DownloadButton,
     FrontendNotBuiltError,
     KeyboardNav,
+    format_mb,
     key_to_action,
+    plan_upload,
     sanitize_filename,
 )
 
@@ -52,6 +54,17 @@ FILENAMES = [
     "-leading-dash.csv", "___.csv", "a/b\\c/d.csv", ".csv", "../.bashrc", "日本語.json",
     "." * 150 + "x", "." + "w" * 200 + ".csv",
 ]
+
+
+#: (size, max_bytes, chunk_bytes) cases for plan_upload / planUpload.
+MIB = 1024 * 1024
+UPLOADS = [
+    [0, 10 * MIB, MIB], [1, 10 * MIB, MIB], [MIB, 10 * MIB, MIB], [MIB + 1, 10 * MIB, MIB],
+    [10 * MIB, 10 * MIB, MIB], [10 * MIB + 1, 10 * MIB, MIB], [50 * 10 ** 6, 10 * MIB, MIB],
+    [-1, 10 * MIB, MIB], [1.5, 10 * MIB, MIB], [None, 10 * MIB, MIB], ["12", 10 * MIB, MIB],
+    [7, 10, 3], [10, 10, 3], [11, 10, 3], [5, 100, 0], [2 ** 53, 2 ** 60, MIB],
+]
+MEGABYTES = [0, 1, 999_999, 10 * MIB, 50_000_000, 52_428_800, 123_456_789]
 
 
 def _run_node(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -85,7 +98,10 @@ process.stdout.write(JSON.stringify({
   filenames: cases.filenames.map((n) => logic.sanitizeFilename(n)),
   table: logic.KEY_ACTIONS,
   actions: logic.ACTIONS,
-  constants: [logic.DEFAULT_FILENAME, logic.DEFAULT_STEM, logic.MAX_FILENAME_LENGTH, logic.MAX_EXTENSION_LENGTH],
+  constants: [logic.DEFAULT_FILENAME, logic.DEFAULT_STEM, logic.MAX_FILENAME_LENGTH, logic.MAX_EXTENSION_LENGTH,
+              logic.UPLOAD_CHUNK_BYTES],
+  uploads: cases.uploads.map(([size, max, chunk]) => logic.planUpload(size, max, chunk)),
+  mb: cases.mb.map((n) => logic.formatMB(n)),
 }));
 """
 
@@ -94,7 +110,8 @@ process.stdout.write(JSON.stringify({
 def js_results() -> dict:
     if NODE is None:
         pytest.skip("node is not on PATH (CI has it)")
-    cases = json.dumps({"keys": KEYS, "filenames": FILENAMES}, ensure_ascii=True)
+    cases = json.dumps({"keys": KEYS, "filenames": FILENAMES, "uploads": UPLOADS, "mb": MEGABYTES},
+                       ensure_ascii=True)
     done = _run_node(["--input-type=module", "-e", _AGREEMENT_SCRIPT, str(JS / "src" / "logic.js")],
                      input=cases)
     assert done.returncode == 0, done.stderr
@@ -109,7 +126,26 @@ def test_key_tables_agree(js_results):
 
 def test_constants_agree(js_results):
     assert js_results["constants"] == [widgets.DEFAULT_FILENAME, widgets.DEFAULT_STEM,
-                                       widgets.MAX_FILENAME_LENGTH, widgets.MAX_EXTENSION_LENGTH]
+                                       widgets.MAX_FILENAME_LENGTH, widgets.MAX_EXTENSION_LENGTH,
+                                       widgets.UPLOAD_CHUNK_BYTES]
+
+
+@pytest.mark.parametrize("i,case", list(enumerate(UPLOADS)))
+def test_upload_plans_agree(js_results, i, case):
+    assert plan_upload(*case) == js_results["uploads"][i]
+
+
+def test_upload_plans_cover_the_file_exactly():
+    plan = plan_upload(10 * MIB, 10 * MIB)
+    assert plan["ok"] and len(plan["chunks"]) == 10
+    assert plan["chunks"][0][0] == 0 and plan["chunks"][-1][1] == 10 * MIB
+    assert all(a[1] == b[0] for a, b in zip(plan["chunks"], plan["chunks"][1:]))
+    refused = plan_upload(50 * 10 ** 6, 10 * MIB)
+    assert not refused["ok"] and refused["reason"] == "the file is 50.0 MB and uploads are limited to 10.5 MB"
+
+
+def test_megabytes_agree(js_results):
+    assert [format_mb(n) for n in MEGABYTES] == js_results["mb"]
 
 
 @pytest.mark.parametrize("i,key", list(enumerate(KEYS)))
