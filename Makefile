@@ -24,6 +24,8 @@ bench: install
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_explain.py
 	$(PY) benchmarks/bench_dashboard.py
+	$(PY) benchmarks/bench_profile.py
+	$(PY) benchmarks/bench_skab.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

@@ -28,6 +28,10 @@ _LAZY = {
     "TrainingError": "msda_widgets.errors",
     "MsdaError": "msda_widgets.errors",
     "Dashboard": "msda_widgets.app.dashboard",
+    "profile_sensors": "msda_widgets.engine.profile",
+    "SensorProfile": "msda_widgets.engine.profile",
+    "evaluate": "msda_widgets.engine.metrics",
+    "Evaluation": "msda_widgets.engine.metrics",
 }
 _SUBMODULES = {"datasets", "engine", "config", "errors", "app"}
 
@@ -38,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import DataConfig, DetectorConfig, ModelConfig, ScoreConfig, TrainConfig
     from .engine.data import load_csv
     from .engine.detector import Detection, Detector
+    from .engine.profile import SensorProfile, profile_sensors
+    from .engine.metrics import Evaluation, evaluate
     from .engine.training import CancelToken
     from .errors import ConfigError, DataError, ModelFileError, MsdaError, NotFittedError, TrainingError
 

@@ -2,11 +2,18 @@
 
   msda-widgets demo   [--port N] [--theme light|dark]          the dashboard on the built-in data
   msda-widgets serve  [DATA.csv] [--port N] [--theme light|dark] the dashboard (Voila) on a file
+  msda-widgets demo --classroom [--teacher-code CODE]           the "find the threshold" exercise
   msda-widgets detect [DATA.csv] [--out FILE] ...               the engine in the terminal
 
 ``serve`` and ``demo`` start Voila on 127.0.0.1 and print the URL. ``detect`` trains a detector,
 prints the anomalies (and, on the built-in data, how they compare with the ground truth);
 ``--out FILE`` writes them as CSV — nothing is written unless asked.
+
+``--classroom`` (``demo`` and ``serve``) opens the dashboard in classroom mode
+(``Dashboard(classroom=True)``: small fast seeded models, the ground truth hidden until the
+"show answers" switch). ``--teacher-code CODE`` makes that switch ask for CODE, so students on
+the server cannot reveal the answers; the code can also be given in the environment variable
+``MSDA_WIDGETS_TEACHER_CODE`` (then it does not show in the process list).
 """
 
 from __future__ import annotations
@@ -24,15 +31,21 @@ APP_NOTEBOOK = Path(__file__).parent / "app" / "dashboard.ipynb"
 DEFAULT_PORT = 8866
 
 
-def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool = False) -> tuple[list[str], dict]:
+def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool = False, *,
+                  classroom: bool = False, teacher_code: Optional[str] = None) -> tuple[list[str], dict]:
     """The Voila command line and environment for a public, read-only dashboard.
 
     * sources stripped (``--strip_sources=True``): visitors see widgets, not code;
     * visitors cannot run code: Voila forwards only comm messages from the browser
       (``execute_request`` is refused), so the app's own widget callbacks are all that runs;
     * tracebacks are not sent to the page;
-    * idle kernels are culled after 5 minutes without a connection;
+    * closing the page shuts its kernel down; idle kernels left without a connection (a browser
+      that crashed) are culled after 5 minutes;
     * each visitor gets a kernel of their own (Voila's default).
+
+    The app notebook reads the environment set here: ``MSDA_WIDGETS_DATA``, ``MSDA_WIDGETS_THEME``,
+    and for ``classroom``, ``MSDA_WIDGETS_CLASSROOM=1`` and ``MSDA_WIDGETS_TEACHER_CODE`` (the
+    ``teacher_code`` given here, else one already in the environment).
     """
     cmd = [sys.executable, "-m", "voila", str(APP_NOTEBOOK),
            f"--port={port}", "--Voila.ip=127.0.0.1", f"--theme={theme}",
@@ -40,6 +53,12 @@ def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool
            "--MappingKernelManager.cull_idle_timeout=300",
            "--MappingKernelManager.cull_interval=60",
            "--MappingKernelManager.cull_connected=False",
+           # Voila 0.5 never sets the `_xsrf` cookie that its own page sends when it closes, so
+           # the page's "shut my kernel down" request was refused and every closed tab kept its
+           # kernel (~450 MB with torch) until the idle cull. The check is off so that closing a
+           # tab frees its kernel at once. The only state-changing requests this server accepts
+           # are kernel shutdowns, which need the kernel's random 128-bit id.
+           '--Voila.tornado_settings={"disable_check_xsrf": True}',
            "--VoilaConfiguration.file_allowlist=.*\\.(png|jpg|gif|svg|js|css|woff2?|ttf)"]
     if not open_browser:
         cmd.append("--no-browser")
@@ -48,6 +67,13 @@ def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool
         env["MSDA_WIDGETS_DATA"] = str(Path(data).resolve())
     else:
         env.pop("MSDA_WIDGETS_DATA", None)
+    if classroom:
+        env["MSDA_WIDGETS_CLASSROOM"] = "1"
+        if teacher_code:
+            env["MSDA_WIDGETS_TEACHER_CODE"] = teacher_code
+    else:
+        env.pop("MSDA_WIDGETS_CLASSROOM", None)
+        env.pop("MSDA_WIDGETS_TEACHER_CODE", None)
     return cmd, env
 
 
@@ -59,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
     web.add_argument("--theme", choices=("light", "dark"), default="light", help="page theme")
     web.add_argument("--open", action="store_true", help="also open a browser")
+    web.add_argument("--classroom", action="store_true",
+                     help="classroom mode: small fast models, fixed seed, answers hidden until shown")
+    web.add_argument("--teacher-code", metavar="CODE",
+                     help="with --classroom: showing the answers asks for CODE (or set "
+                          "MSDA_WIDGETS_TEACHER_CODE instead, to keep it out of the process list)")
     sub.add_parser("demo", parents=[web], help="the dashboard on the built-in generated data")
     s = sub.add_parser("serve", parents=[web], help="the dashboard on a CSV file (or the built-in data)")
     s.add_argument("data", nargs="?", help="CSV file with a timestamp column and numeric sensor columns")
@@ -77,11 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _serve(data: Optional[str], port: int, theme: str, open_browser: bool) -> int:
+def _serve(data: Optional[str], port: int, theme: str, open_browser: bool, classroom: bool = False,
+           teacher_code: Optional[str] = None) -> int:
     if data is not None and not Path(data).is_file():
         sys.stderr.write(f"msda-widgets: no such file: {data}\n")
         return 2
-    cmd, env = voila_command(data, port, theme, open_browser)
+    if teacher_code is not None and not classroom:
+        sys.stderr.write("msda-widgets: --teacher-code is used only in classroom mode; add --classroom.\n")
+        return 2
+    if teacher_code is not None and not teacher_code.strip():
+        sys.stderr.write("msda-widgets: --teacher-code is empty; give a word students cannot guess.\n")
+        return 2
+    cmd, env = voila_command(data, port, theme, open_browser, classroom=classroom, teacher_code=teacher_code)
     sys.stdout.write(f"msda_widgets dashboard: http://127.0.0.1:{port}/  (Ctrl-C to stop)\n")
     sys.stdout.flush()
     try:
@@ -123,9 +161,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            return _serve(None, args.port, args.theme, args.open)
+            return _serve(None, args.port, args.theme, args.open, args.classroom, args.teacher_code)
         if args.command == "serve":
-            return _serve(args.data, args.port, args.theme, args.open)
+            return _serve(args.data, args.port, args.theme, args.open, args.classroom, args.teacher_code)
         return _detect(args)
     except MsdaError as exc:
         sys.stderr.write(f"msda-widgets: {exc}\n")

@@ -368,6 +368,7 @@ class Timeline:
         state.observe(self._on_selected, names="selected")
         state.observe(self._on_brush, names="brush")
         state.observe(self._on_view_range, names="view_range")
+        state.observe(lambda _ch: self._draw_labels_locked(), names="reveal_truth")  # classroom switch
         self._on_series()
 
     # -- state -> chart --------------------------------------------------------------------------
@@ -595,9 +596,15 @@ class Timeline:
                 self.brushed.y = np.asarray(results.scores[positions], dtype=np.float64)
         self._update_caption()
 
+    def _draw_labels_locked(self) -> None:
+        with self._lock:
+            self._draw_labels()
+
     def _draw_labels(self) -> None:
         series, axis = self.state.series, self.axis
         labels = getattr(series, "labels", None)
+        if not getattr(self.state, "reveal_truth", True):  # classroom: hidden -> no data in the page either
+            labels = None
         if labels is None or axis is None or len(labels) != len(axis) or not np.any(labels):
             with self.label_band.hold_sync():
                 self.label_band.x = _empty_x(axis is None or axis.is_datetime)

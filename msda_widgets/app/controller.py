@@ -177,6 +177,7 @@ class Controller:
         s.history = ()
         s.progress = {}
         s.task = "idle"
+        s.metrics = {}  # labels and classroom
 
     @_guarded
     def load(self, data: Any = None, name: Optional[str] = None) -> bool:
@@ -184,12 +185,18 @@ class Controller:
         if self.is_training:
             self._say("Stop the training run before loading other data.", "warning")
             return False
-        frame, name = self._to_frame(data, name)
+        kept = " The current data is kept." if self._frame is not None else ""
+        try:
+            frame, name = self._to_frame(data, name)
+        except MsdaError as exc:
+            path = isinstance(data, (str, os.PathLike))
+            self._say(self._read_failed(os.path.basename(os.fspath(data)) if path else None, exc) + kept,
+                      "error")
+            return False
         settings = {**self.state.settings, "sensors": None, "time_column": "auto"}
         try:
             view, report, label = self._series_view(frame, settings)
         except MsdaError as exc:
-            kept = " The current data is kept." if self._frame is not None else ""
             self._say(f"Could not use {name}: {exc}{kept}", "error")
             return False
         self._frame = frame
@@ -206,15 +213,37 @@ class Controller:
                       f"{self.MAX_UPLOAD_BYTES / 1e6:.0f} MB. Open larger files from a notebook with "
                       f"Dashboard('path/to/file.csv'). The current data is kept.", "error")
             return False
+        kept = " The current data is kept." if self._frame is not None else ""
         if size == 0:
-            self._say(f"{filename} is empty. The current data is kept.", "error")
+            self._say(f"Could not read {filename}: '{filename}' is empty. Choose a CSV file with a header "
+                      f"line and rows of data.{kept}", "error")
             return False
+        source = io.BytesIO(bytes(content))
+        source.name = filename  # so that load_csv's messages name the uploaded file
         try:
-            frame = load_csv(io.BytesIO(bytes(content)), missing_values=self.state.settings.get("missing_values", ()))
+            frame = load_csv(source, missing_values=self.state.settings.get("missing_values", ()))
         except MsdaError as exc:
-            self._say(f"Could not read {filename}: {exc} The current data is kept.", "error")
+            self._say(self._read_failed(filename, exc) + kept, "error")
             return False
         return self.load(frame, name=filename)
+
+    @staticmethod
+    def _read_failed(filename: Optional[str], exc: Exception) -> str:
+        """``Could not read NAME: <load_csv's message>``, without naming the file twice in a row."""
+        message = str(exc)
+        if filename is None:
+            return message
+        own = f"'{filename}': "
+        return f"Could not read {filename}: {message[len(own):] if message.startswith(own) else message}"
+
+    @_guarded
+    def upload_refused(self, filename: str, size: int, reason: str) -> None:
+        """Say that an upload was refused before it reached Python (by the browser-side check of
+        the upload widget, which only sends the name, size and reason). Nothing changes."""
+        self._say(f"Could not open {filename}: {reason}. Open larger files from a notebook with "
+                  f"Dashboard('path/to/file.csv'). The current data is kept."
+                  if size > self.MAX_UPLOAD_BYTES else
+                  f"Could not open {filename}: {reason}. The current data is kept.", "error")
 
     @_guarded
     def update_settings(self, **settings: Any) -> bool:
@@ -253,7 +282,14 @@ class Controller:
         return self.update_settings(time_column=name if name is not None else None)
 
     def set_label_column(self, name: Optional[str]) -> None:
-        """Use ``name`` as the ground-truth column; ``None`` = no label column at all."""
+        """Use ``name`` as the ground-truth column; ``None`` = no label column at all.
+
+        Refused in classroom mode while the ground truth is hidden (with no label column the
+        labels would become a sensor line anyone could read)."""
+        if self.state.classroom and not self.state.reveal_truth:
+            self._say("The label column is fixed in classroom mode until the teacher shows the answers.",
+                      "warning")
+            return
         self.update_settings(label_columns=(name,) if name else ())
 
     # -- training -------------------------------------------------------------------------------
@@ -271,15 +307,21 @@ class Controller:
             self._run_id += 1
             self._token = CancelToken()
             frame, settings, token, run_id = self._frame, dict(self.state.settings), self._token, self._run_id
-            self._thread = threading.Thread(target=self._train_worker, args=(run_id, frame, settings, token),
-                                            name=f"msda-train-{run_id}", daemon=True)
-            with self.state.hold_trait_notifications():
-                self.state.task = "running"
-                self.state.history = ()
-                self.state.progress = {"epoch": 0, "epochs": settings["epochs"], "fraction": 0.0}
-                self._say(f"Training {settings['model']} (lookback {settings['lookback']}, "
-                          f"up to {settings['epochs']} epochs)…", "info")
-            self._thread.start()
+            thread = threading.Thread(target=self._train_worker, args=(run_id, frame, settings, token),
+                                      name=f"msda-train-{run_id}", daemon=True)
+            try:
+                with self.state.hold_trait_notifications():
+                    self.state.task = "running"
+                    self.state.history = ()
+                    self.state.progress = {"epoch": 0, "epochs": settings["epochs"], "fraction": 0.0}
+                    self._say(f"Training {settings['model']} (lookback {settings['lookback']}, "
+                              f"up to {settings['epochs']} epochs)…", "info")
+            except Exception:
+                # a view observing the state raised: no run starts; _guarded reports the error
+                self._set_quietly("task", "error")
+                raise
+            self._thread = thread
+            thread.start()
             return True
 
     def stop(self) -> None:
@@ -319,6 +361,9 @@ class Controller:
         try:
             from ..engine.detector import Detector
             det = Detector(**settings).fit(frame, on_batch=on_batch, on_epoch=on_epoch, cancel=token)
+            if det.history_.stop_reason == "cancelled" and not det.history_.records:
+                self._finish_cancelled_early(run_id)  # no epoch finished: the weights are untrained
+                return
             detection = det.detect(frame)
             results = self._results(detection)
         except MsdaError as exc:
@@ -330,6 +375,16 @@ class Controller:
             return
         if run_id != self._run_id:  # superseded (data reloaded); drop silently
             return
+        try:
+            self._publish_trained(det, results, settings, last)
+        except Exception as exc:  # a view observing the state raised: report it, never die silently
+            log.exception("publishing the training results failed")
+            self._finish_failed(run_id, f"Training finished, but a view failed to show its results "
+                                        f"({type(exc).__name__}: {exc}).", history, kept_note=False)
+            return
+        self._warm_explanations(det, results)
+
+    def _publish_trained(self, det: Any, results: Results, settings: dict, last: dict) -> None:
         h = det.history_
         cancelled = h.stop_reason == "cancelled"
         with self.state.hold_trait_notifications():
@@ -356,16 +411,34 @@ class Controller:
             level = "warning" if h.stop_reason in ("cancelled", "diverged") else "success"
             self._say(f"Trained in {h.seconds:.1f} s ({why}). {self.state.n_anomalies} anomalies above the "
                       f"threshold {self.state.threshold:.4g}. Click a red point to see why.", level)
-        self._warm_explanations(det, results)
 
-    def _finish_failed(self, run_id: int, message: str, history: list) -> None:
+    def _set_quietly(self, name: str, value: Any) -> None:
+        """Set one state trait even if an observer (a view) raises: traitlets stores the value
+        before notifying, so the state stays right; the view's error is logged."""
+        try:
+            setattr(self.state, name, value)
+        except Exception:
+            log.exception("a view failed to show %s=%r", name, value)
+
+    def _finish_failed(self, run_id: int, message: str, history: list, kept_note: bool = True) -> None:
+        """End a run as ``error`` with ``message``. A view that raises while this is shown is
+        logged; the message, level and task are set anyway (the worker never dies silently)."""
         if run_id != self._run_id:
             return
-        with self.state.hold_trait_notifications():
-            self.state.task = "error"
-            self.state.history = tuple(history)
-            kept = " The previous results are kept." if self.state.results is not None else ""
-            self._say(message + kept, "error")
+        kept = " The previous results are kept." if kept_note and self.state.results is not None else ""
+        for name, value in (("message", message + kept), ("level", "error"), ("task", "error"),
+                            ("history", tuple(history))):
+            self._set_quietly(name, value)
+
+    def _finish_cancelled_early(self, run_id: int) -> None:
+        """Stop pressed before the first epoch ended: no trained weights exist, so nothing is
+        published and the previous results (if any) stay."""
+        if run_id != self._run_id:
+            return
+        kept = " The previous results are kept." if self.state.results is not None else ""
+        for name, value in (("message", "Training stopped by you before the first epoch finished; no model "
+                                        "was kept." + kept), ("level", "warning"), ("task", "cancelled")):
+            self._set_quietly(name, value)
 
     def _warm_explanations(self, det: Any, results: Results) -> None:
         """Import shap/captum and build the explainer caches now, so the first click is fast."""
@@ -412,6 +485,7 @@ class Controller:
             self.state.flags = flags
             self.state.n_anomalies = int(len(positions))
             self.state.anomalies = table.reset_index(drop=True)
+            self._update_metrics()  # labels and classroom: P/R/F1 follow the flags
 
     @_guarded
     def set_threshold(self, method: Optional[str] = None, param: Optional[float] = None) -> None:
@@ -432,6 +506,75 @@ class Controller:
             self._apply_threshold(value)
             self._say(f"Threshold {value:.4g} ({method}{'' if param is None else f' {param:g}'}): "
                       f"{self.state.n_anomalies} anomalies.", "info")
+
+    # -- labels and classroom (issue 7) ---------------------------------------------------------
+    #: The teacher's code (classroom mode); kept here only, never in the state the views render.
+    _teacher_code: Optional[str] = None
+
+    def _update_metrics(self) -> None:
+        """Grade the current flags against the labels: ``state.metrics`` (replaced, never mutated).
+
+        ``engine.metrics.point_metrics`` (precision, recall, f1, tp, fp, fn, tn, far, mar; NaN for
+        0/0) plus ``scored``, the number of rows counted. Only the *scored* rows count (rows with a
+        finite score): the first ``lookback`` rows have no score, so no detector could flag them,
+        and counting their labels as misses would grade the window length, not the threshold.
+        ``{}`` when the data has no labels or there are no results. One vectorised pass (well under
+        a millisecond on 30,000 rows), run each time the flags change.
+        """
+        s = self.state
+        results, flags = s.results, s.flags
+        labels = s.series.labels if s.series is not None else None
+        if results is None or flags is None or labels is None or len(labels) != len(flags):
+            s.metrics = {}
+            return
+        from ..engine.metrics import point_metrics  # numpy only, no torch
+        scored = np.isfinite(results.scores)
+        s.metrics = {**point_metrics(flags[scored], labels[scored]), "scored": int(np.count_nonzero(scored))}
+
+    def start_classroom(self, teacher_code: Optional[str] = None) -> None:
+        """Classroom mode: hide the ground truth (label spans, precision / recall / F1, the label
+        column choice) until :meth:`set_reveal_truth` shows it.
+
+        ``teacher_code``: when given, showing the answers asks for it (for a Voila server, where
+        every student's page has the same switch); ``None``: the switch is a plain switch (a
+        notebook, or a teacher's own projected screen). The code stays in the controller; the
+        state only says that one is needed (``teacher_code_required``).
+        """
+        code = None if teacher_code is None else str(teacher_code)
+        if code is not None and not code.strip():
+            raise ValueError("teacher_code is empty: give a word students cannot guess, or None for a "
+                             "plain switch.")
+        self._teacher_code = code
+        with self.state.hold_trait_notifications():
+            self.state.classroom = True
+            self.state.teacher_code_required = code is not None
+            self.state.reveal_truth = False
+
+    @_guarded
+    def set_reveal_truth(self, reveal: bool, code: Optional[str] = None) -> bool:
+        """Show (``True``) or hide the ground truth. Hiding always works; in classroom mode with a
+        teacher's code, showing needs ``code`` to match it (else False and a message)."""
+        reveal = bool(reveal)
+        s = self.state
+        if reveal and s.classroom and self._teacher_code is not None:
+            import hmac
+            given = "" if code is None else str(code)
+            if not hmac.compare_digest(given.encode("utf-8"), self._teacher_code.encode("utf-8")):
+                self._say("That is not the teacher's code, so the answers stay hidden. Teacher: type the "
+                          "code given to msda-widgets --teacher-code, then switch again.", "warning")
+                return False
+        if reveal == s.reveal_truth:
+            return True
+        s.reveal_truth = reveal
+        if reveal:
+            if s.series is not None and s.series.labels is not None:
+                self._say("Answers shown: the grey bands on the timeline are the true anomalies, and "
+                          "precision / recall / F1 grade the threshold.", "info")
+            else:
+                self._say("Ground truth shown (this data has no label column).", "info")
+        else:
+            self._say("Answers hidden." if s.classroom else "Ground truth hidden.", "info")
+        return True
 
     # -- selection and explanation ---------------------------------------------------------------
     @_guarded
@@ -526,3 +669,175 @@ class Controller:
         lines += [f"# {k}: {json.dumps(v, default=str)}" for k, v in header.items()]
         body = table.drop(columns=["position"]).to_csv(index=False)
         return ("\n".join(lines) + "\n" + body).encode("utf-8")
+
+    # -- profiling (issue 8) -------------------------------------------------------------------
+    # The "Profile sensors" tab (engine.profile). Lazy: nothing is computed until show_profile()
+    # (the tab is first shown); from then on the profile follows the data (an observer of
+    # state.series, registered by show_profile) and the options. It profiles every candidate
+    # sensor of the table, prepared with the current data settings but all sensors, so applying a
+    # suggestion (set_sensors) does not hide the sensors it left out.
+    def _profile_key(self) -> str:
+        """The data settings the profiled table depends on (all but the sensor selection)."""
+        data = {k: v for k, v in self.state.settings.items() if k in _DATA_KEYS and k != "sensors"}
+        return json.dumps(data, sort_keys=True, default=str)
+
+    def _profile_cached(self) -> bool:
+        cached = getattr(self, "_profile_cache", None)
+        return cached is not None and cached[0] is self._frame and cached[1] == self._profile_key()
+
+    def _profile_source(self) -> Optional[SeriesView]:
+        """The current table with all candidate sensors, imputed as for the detector (cached)."""
+        if self._frame is None:
+            return None
+        if self._profile_cached():
+            return self._profile_cache[2]
+        if self.state.settings.get("sensors") is None and self.state.series is not None:
+            view = self.state.series  # already every sensor
+        else:
+            view = self._series_view(self._frame, {**self.state.settings, "sensors": None})[0]
+        self._profile_cache = (self._frame, self._profile_key(), view)  # the frame itself: ids are reused
+        return view
+
+    def _profile_series_changed(self, change: dict) -> None:
+        """state.series was replaced: recompute the profile if its data changed (not for a new
+        sensor selection alone)."""
+        if self._profile_cached():
+            return
+        if self.state.profile_active:
+            self._refresh_profile()
+        else:
+            self._profile_cache = None
+            with self.state.hold_trait_notifications():
+                self.state.profile = None
+                self.state.profile_suggestion = None
+                self.state.profile_pair_correlation = None
+
+    @_guarded
+    def show_profile(self) -> None:
+        """The profiling tab is shown: compute the profile now if there is none, and keep it up
+        to date from now on (new data, data settings)."""
+        if not getattr(self, "_profile_observing", False):
+            self.state.observe(self._profile_series_changed, names="series")
+            self._profile_observing = True
+        self.state.profile_active = True
+        if self.state.profile is None or not self._profile_cached():
+            self._refresh_profile()
+
+    @_guarded
+    def _refresh_profile(self, window: Optional[int] = None, threshold: Optional[float] = None) -> bool:
+        """Compute the profile of the current data with these options (None: the state's) and
+        publish it with its suggestion and rolling correlation. On an error nothing changes."""
+        from ..engine.profile import profile_sensors
+        t0 = time.perf_counter()
+        source = self._profile_source()
+        if source is None:
+            return False
+        note = ""
+        if window is None:
+            window = self.state.profile_window
+            if window > source.n_rows // 2:  # the default is too long for a short table
+                window = max(2, source.n_rows // 2)
+                note = f" Window shortened to {window} rows (the data has {source.n_rows:,})."
+        threshold = self.state.profile_threshold if threshold is None else threshold
+        prof = profile_sensors(source, window=window, threshold=threshold)
+        suggestion = prof.suggest_sensors(max_correlation=self.state.profile_max_correlation)
+        pair = self._profile_pair_for(prof)
+        pair_corr = prof.rolling_correlation(*pair) if pair else None
+        with self.state.hold_trait_notifications():
+            self.state.profile_window = prof.window
+            self.state.profile_threshold = prof.threshold
+            self.state.profile = prof
+            self.state.profile_suggestion = suggestion
+            self.state.profile_pair = pair
+            self.state.profile_pair_correlation = pair_corr
+            self.state.profile_seconds = time.perf_counter() - t0
+            if note:
+                self._say(note.strip(), "info")
+        return True
+
+    def _profile_pair_for(self, prof: Any) -> tuple:
+        """The pair to chart: the current one if both sensors remain, else the pair whose
+        correlation shifts the most over time."""
+        pair = tuple(self.state.profile_pair)
+        if len(pair) == 2 and all(p in prof.sensors for p in pair):
+            return pair
+        if len(prof.sensors) < 2:
+            return ()
+        drift = prof.correlation_drift.to_numpy(copy=True)
+        drift[np.tril_indices_from(drift)] = np.nan
+        if not np.isfinite(drift).any():
+            return (prof.sensors[0], prof.sensors[1])
+        i, j = np.unravel_index(int(np.nanargmax(drift)), drift.shape)
+        return (prof.sensors[i], prof.sensors[j])
+
+    @_guarded
+    def set_profile_options(self, window: Optional[int] = None, threshold: Optional[float] = None,
+                            max_correlation: Optional[float] = None) -> bool:
+        """Change the profile's window length (rows), growth / decay threshold (standard deviations
+        of each sensor's steps) and the suggestion's maximum correlation; recomputes what they
+        change. A refused value is reported in the status line and the previous one is kept."""
+        from ..engine.profile import _check_fraction
+        if max_correlation is not None:
+            max_correlation = _check_fraction(max_correlation, "max_correlation", low_open=True)
+        if (window is not None or threshold is not None) and self._frame is not None:
+            w = self.state.profile_window if window is None else window
+            ok = self._refresh_profile(window=w, threshold=threshold)
+            if not ok:
+                return False
+        elif window is not None or threshold is not None:  # no data yet: just validate and keep
+            from ..engine.profile import _check_window
+            from ..errors import ConfigError
+            with self.state.hold_trait_notifications():
+                if window is not None:
+                    self.state.profile_window = _check_window(window, 10 ** 12)
+                if threshold is not None:
+                    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+                            or not np.isfinite(threshold) or threshold < 0:
+                        raise ConfigError(f"threshold must be a number >= 0; got {threshold!r}.")
+                    self.state.profile_threshold = float(threshold)
+        if max_correlation is not None:
+            self.state.profile_max_correlation = max_correlation
+            prof = self.state.profile
+            if prof is not None:
+                self.state.profile_suggestion = prof.suggest_sensors(max_correlation=max_correlation)
+        if self.state.level == "error":
+            self._say("Profile options updated.", "info")
+        return True
+
+    @_guarded
+    def set_profile_pair(self, a: str, b: str) -> None:
+        """Chart the rolling correlation of sensors ``a`` and ``b`` (over the profile's window)."""
+        prof = self.state.profile
+        if prof is None:
+            self._say("Open the sensor profile first.", "warning")
+            return
+        series = prof.rolling_correlation(a, b)
+        with self.state.hold_trait_notifications():
+            self.state.profile_pair = (a, b)
+            self.state.profile_pair_correlation = series
+
+    @_guarded
+    def apply_suggested_sensors(self) -> bool:
+        """Use the profile's suggested sensors as the detector's sensor selection (Train again to
+        fit on them)."""
+        if self.is_training:
+            self._say("Stop the training run before changing the sensors.", "warning")
+            return False
+        if self.state.profile_suggestion is None:
+            self.show_profile()
+        suggestion = self.state.profile_suggestion
+        if suggestion is None:
+            self._say("Load data first: there is no sensor profile to take a suggestion from.", "warning")
+            return False
+        if not suggestion.sensors:
+            self._say("The profile suggests no sensor (they are all flat or rarely change); the selection "
+                      "is unchanged.", "warning")
+            return False
+        if not self.update_settings(sensors=tuple(suggestion.sensors)):
+            return False
+        left = suggestion.left_out
+        self._say(f"Using the {len(suggestion.sensors)} suggested sensors"
+                  + (f" (left out: {', '.join(left[:6])}{' ...' if len(left) > 6 else ''})" if left else "")
+                  + ". Press Train to fit a detector on them.", "success")
+        return True
+    # -- end profiling --

@@ -19,17 +19,26 @@ from .charts import LossCurve, ScoreHistogram, Timeline
 from .controller import Controller
 from .explain_view import ExplainView
 from .panel import ControlPanel
+from .profile_view import ProfileView
 from .state import AppState
 from .table import AnomalyTable
 from .theme import ROOT_CLASS, palette, style_block
 from .widgets import FrontendNotBuiltError, KeyboardNav
 
-__all__ = ["Dashboard", "THEMES", "PANEL_WIDTH"]
+__all__ = ["Dashboard", "THEMES", "PANEL_WIDTH", "CLASSROOM_SETTINGS"]
 
 log = logging.getLogger(__name__)
 
 THEMES = ("light", "dark")
 PANEL_WIDTH = "330px"
+#: ``Dashboard(classroom=True)``'s detector settings: a small DeepCNN that trains on the built-in
+#: data (5,000 rows x 8 sensors) in about half a second on one thread, the same every time (seed 0).
+#: Settings passed to the Dashboard override them.
+CLASSROOM_SETTINGS: dict[str, Any] = {
+    "model": "deepcnn", "lookback": 10, "kernel_size": 3, "conv_channels": (16, 16), "dense_units": 32,
+    "epochs": 10, "batch_size": 128, "seed": 0, "num_threads": 1, "threshold": "quantile",
+    "threshold_param": None,
+}
 
 
 class Dashboard:
@@ -48,16 +57,35 @@ class Dashboard:
     anomalies as a CSV file in the browser. Both are anywidget front-ends (``js/``); in a source
     checkout whose front-end was never built the keyboard box is left out and the export falls
     back to a link.
+
+    Labels: when the data has a label column (found by name, or chosen under Data), the timeline
+    shades the true anomalies and precision / recall / F1 under the threshold follow it live.
+
+    ``classroom=True``: the "find the threshold" exercise. The built-in labelled data (unless
+    ``data`` is given), :data:`CLASSROOM_SETTINGS` (small, fast, seeded), and the ground truth —
+    the grey label bands, precision / recall / F1 and the label column choice — hidden until the
+    "show answers" switch is on. ``teacher_code``: with it the switch asks for the code, so that
+    students on a shared Voila server (each visitor has a kernel of their own, all see the same
+    page) cannot reveal the answers; the teacher reveals them on their own (projected) page.
+    Without it the switch is a plain switch, for a notebook or the teacher's own screen. The code
+    keeps honest students from peeking; it is not a password system (no lock-out after wrong tries).
     """
 
     def __init__(self, data: Any = None, *, theme: str = "light", warm_up: bool = True,
-                 name: Optional[str] = None, **settings: Any) -> None:
+                 name: Optional[str] = None, classroom: bool = False, teacher_code: Optional[str] = None,
+                 **settings: Any) -> None:
         if theme not in THEMES:
             raise ValueError(f"theme must be one of {', '.join(map(repr, THEMES))}; got {theme!r}")
+        if teacher_code is not None and not classroom:
+            raise ValueError("teacher_code is used only in classroom mode: pass classroom=True as well.")
         self.theme = theme
         p = palette(theme)
         self.state = AppState()
+        if classroom:
+            settings = {**CLASSROOM_SETTINGS, **settings}
         self.controller = Controller(self.state, settings=settings or None, warm_up=warm_up)
+        if classroom:
+            self.controller.start_classroom(teacher_code)
         if data is None:
             from .. import datasets
             data = datasets.demo()
@@ -91,7 +119,13 @@ class Dashboard:
                            widgets.Box([self.table.widget],
                                        layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"))])],
             layout=widgets.Layout(min_width="0", width="100%"))
-        children = [self.panel.widget, main]
+        # -- profiling (issue 8): main area in tabs; the profile is computed when first shown
+        self.profile_view = ProfileView(self.state, self.controller, theme=p)
+        self.tabs = widgets.Tab([main, self.profile_view.widget], titles=("Detect", "Profile sensors"),
+                                layout=widgets.Layout(min_width="0", width="100%"))
+        self.tabs.add_class("msda-main-tabs")
+        self.tabs.observe(self._on_tab, names="selected_index")
+        children = [self.panel.widget, self.tabs]
         css = style_block(p)
         if css:  # scoped to this dashboard's root class; an empty grid item, hidden
             children.append(widgets.HTML(css, layout=widgets.Layout(display="none")))
@@ -101,6 +135,11 @@ class Dashboard:
                                   width="100%"))
         self.widget.add_class("msda-dashboard")
         self.widget.add_class(ROOT_CLASS.format(theme))
+
+    def _on_tab(self, change: dict) -> None:
+        """Profiling tab shown: compute the sensor profile (only then: start-up stays fast)."""
+        if change["new"] == 1:
+            self.profile_view.activate()
 
     def _on_key(self, action: str) -> None:
         """KeyboardNav action -> controller (next / previous / explain / first / last)."""

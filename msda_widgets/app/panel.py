@@ -18,6 +18,7 @@ import ipywidgets as widgets
 
 from ..config import DetectorConfig, IMPUTE_MODES
 from ..engine.thresholds import THRESHOLDS
+from .metrics_view import MetricsView
 from .theme import LIGHT, Palette, palette
 
 __all__ = ["ControlPanel", "explain_methods", "EXPLAIN_FALLBACK", "MODEL_CHOICES", "BATCH_SIZES"]
@@ -131,6 +132,21 @@ def _set_slider(slider: widgets.FloatSlider, low: float, high: float, step: floa
     slider.value = min(max(value, low), high)
 
 
+def make_upload_widget(max_bytes: int, tooltip: str) -> Any:
+    """The "Open CSV" picker: :class:`~.widgets.UploadButton` (the browser refuses files above
+    ``max_bytes`` before sending a byte, and sends the rest in chunks), or ipywidgets'
+    ``FileUpload`` in a source checkout whose front-end was never built (then files near Voila's
+    ~10 MB websocket limit can break the connection before Python can refuse them).
+    """
+    from .widgets import FrontendNotBuiltError, UploadButton
+    try:
+        return UploadButton(label="Open CSV", accept=".csv", max_bytes=int(max_bytes), description=tooltip,
+                            layout=widgets.Layout(width="auto"))
+    except FrontendNotBuiltError:
+        return widgets.FileUpload(accept=".csv", multiple=False, description="Open CSV", icon="upload",
+                                  layout=widgets.Layout(width="150px"), tooltip=tooltip)
+
+
 class ControlPanel:
     """The left column of the dashboard. ``.widget`` is the ipywidgets container."""
 
@@ -147,12 +163,10 @@ class ControlPanel:
 
         # -- data ---------------------------------------------------------------------------
         self.data_info = widgets.HTML()
-        self.upload = widgets.FileUpload(
-            accept=".csv", multiple=False, description="Open CSV", icon="upload",
-            layout=widgets.Layout(width="150px"),
-            tooltip="Open your own table of sensor readings (a .csv file, up to "
-                    f"{getattr(controller, 'MAX_UPLOAD_BYTES', 10 * 2 ** 20) // 2 ** 20} MB). One column per "
-                    "sensor, one row per time.")
+        limit = int(getattr(controller, "MAX_UPLOAD_BYTES", 10 * 2 ** 20))
+        upload_tip = (f"Open your own table of sensor readings (a .csv file, up to {limit // 2 ** 20} MB). One "
+                      "column per sensor, one row per time.")
+        self.upload = make_upload_widget(limit, upload_tip)
         self.sensors = widgets.SelectMultiple(
             description="sensors", rows=6, layout=_WIDE, style=_STYLE,
             tooltip="The sensors the detector watches. Ctrl-click (Cmd-click on a Mac) to pick several.")
@@ -254,7 +268,10 @@ class ControlPanel:
             style=_STYLE, tooltip="")
         self.threshold_info = widgets.HTML(
             tooltip="The score above which a time step counts as an anomaly, and how many there are.")
-        self.threshold_box = widgets.VBox([self.threshold_method, self.threshold_param, self.threshold_info])
+        # labels and classroom: precision / recall / F1 live under the threshold, and the answers switch
+        self.metrics = MetricsView(state, controller, theme=self.palette)
+        self.threshold_box = widgets.VBox([self.threshold_method, self.threshold_param, self.threshold_info,
+                                           self.metrics.widget])
 
         # -- explanation ---------------------------------------------------------------------------
         self.explain_method = widgets.Dropdown(description="explain with", layout=_WIDE, style=_STYLE,
@@ -285,7 +302,11 @@ class ControlPanel:
     # -- wiring -----------------------------------------------------------------------------------
     def _wire(self) -> None:
         c = self.controller
-        self.upload.observe(self._on_upload, names="value")
+        if isinstance(self.upload, widgets.FileUpload):  # the fallback of an unbuilt source checkout
+            self.upload.observe(self._on_upload, names="value")
+        else:
+            self.upload.on_upload(lambda content, name: self._after(c.load_upload, content, name))
+            self.upload.on_refused(lambda name, size, reason: self._after(c.upload_refused, name, size, reason))
         self.sensors.observe(self._guard(lambda v: c.set_sensors(tuple(v) if v else None)), names="value")
         self.time_column.observe(self._guard(lambda v: c.set_time_column(None if v == _NONE else v)),
                                  names="value")
@@ -314,7 +335,8 @@ class ControlPanel:
         s = self.state
         s.observe(lambda ch: self._sync_all(), names=["settings", "columns", "numeric_columns", "time_column",
                                                       "label_column", "series", "data_name", "data_messages"])
-        s.observe(lambda ch: self._sync_task(), names=["task", "progress", "history"])
+        s.observe(lambda ch: self._sync_task(), names=["task", "progress", "history",
+                                                       "classroom", "reveal_truth"])  # + the label column lock
         s.observe(lambda ch: self._sync_status(), names=["message", "level"])
         s.observe(lambda ch: self._sync_threshold(), names=["threshold_method", "threshold_param", "threshold",
                                                             "n_anomalies", "results"])
@@ -334,6 +356,11 @@ class ControlPanel:
 
     def _setting(self, key: str, convert: Callable[[Any], Any] = lambda v: v) -> Callable[[dict], None]:
         return self._guard(lambda v: self.controller.update_settings(**{key: convert(v)}))
+
+    def _after(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run a controller action from a widget callback, then re-sync the panel."""
+        func(*args)
+        self._sync_all()
 
     def _on_upload(self, change: dict) -> None:
         files = change["new"]
@@ -439,7 +466,8 @@ class ControlPanel:
             for child in box.children:
                 if hasattr(child, "disabled"):  # settings are fixed while a model trains
                     child.disabled = running or (child is self.kernel_size and model != "deepcnn") \
-                        or (child is self.hidden_sizes and model != "lstm_ae")
+                        or (child is self.hidden_sizes and model != "lstm_ae") \
+                        or (child is self.label_column and s.classroom and not s.reveal_truth)
         p = s.progress or {}
         fraction = p.get("fraction")
         self.progress.value = float(fraction) if fraction is not None and math.isfinite(fraction) else 0.0

@@ -84,6 +84,14 @@ class AppState(HasTraits):
                          help="DataFrame of flagged rows: position, when, score, top_sensors (by score desc).")
     metrics = Dict(help="precision / recall / f1 against labels, when labels are known.")
 
+    # -- labels and classroom (issue 7) ----------------------------------------------------------
+    # ``metrics``: engine.metrics.point_metrics of the flags against ``series.labels`` over the
+    # scored rows, plus ``scored`` (rows counted); {} without labels or results (Controller).
+    classroom = Bool(False, help="Classroom mode: the ground truth is hidden until the teacher shows it.")
+    reveal_truth = Bool(True, help="Show the ground truth (label spans, precision / recall / F1).")
+    teacher_code_required = Bool(False, help="Showing the ground truth asks for the teacher's code.")
+    # -- end labels and classroom --
+
     # -- selection and explanation -------------------------------------------------------------
     selected = Int(-1, help="Prepared row position of the selected anomaly (-1: none).")
     explain_method = Unicode("shap")
@@ -94,3 +102,19 @@ class AppState(HasTraits):
     # -- linked views --------------------------------------------------------------------------
     brush = AnyTrait(None, allow_none=True, help="(low, high) score range brushed on the histogram.")
     view_range = AnyTrait(None, allow_none=True, help="(start, end) visible x range of the timeline.")
+
+    # -- profiling (issue 8) -------------------------------------------------------------------
+    # The "Profile sensors" tab: an engine.profile.SensorProfile of every candidate sensor (the
+    # data as prepared for the detector, whatever the sensor selection), computed by the
+    # Controller only once the tab has been shown, and again when the data or the options change.
+    profile_active = Bool(False, help="The profiling tab has been shown: keep the profile up to date.")
+    profile_window = Int(30, help="Rows per window of the profile's window statistics.")
+    profile_threshold = Float(1.0, help="Growth / decay threshold, in standard deviations of each sensor's steps.")
+    profile_max_correlation = Float(0.95, help="Suggestion: leave out a sensor this correlated with a chosen one.")
+    profile = AnyTrait(None, allow_none=True, help="engine.profile.SensorProfile of the current data (or None).")
+    profile_suggestion = AnyTrait(None, allow_none=True, help="engine.profile.SensorSuggestion of the profile.")
+    profile_pair = Tuple(help="(sensor a, sensor b) shown in the rolling-correlation chart; () for none.")
+    profile_pair_correlation = AnyTrait(None, allow_none=True,
+                                        help="pd.Series: rolling correlation of profile_pair (or None).")
+    profile_seconds = Float(0.0, help="Kernel time of the last profile computation.")
+    # -- end profiling --

@@ -25,6 +25,7 @@ import io
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -62,15 +63,22 @@ _READ_NA = sorted({v for m in NA_MARKERS for v in (m, m.upper(), m.title())} | {
 _SEPARATORS = (",", ";", "\t", "|")
 _EXCEL_XLSX = b"PK\x03\x04"
 _EXCEL_XLS = b"\xd0\xcf\x11\xe0"
+#: Leading bytes of common files that get renamed or saved as .csv by mistake.
+_SIGNATURES = ((b"%PDF-", "a PDF document"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+               (b"GIF8", "a GIF image"), (b"PAR1", "a Parquet file (read it with pandas.read_parquet)"),
+               (b"SQLite format 3\x00", "an SQLite database"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+               (b"Rar!", "a RAR archive"), (b"\x93NUMPY", "a NumPy .npy file (load it with numpy.load)"))
 _SAMPLE = 200  # values looked at when guessing what a text column holds
 
 # Words that make a text column a timestamp candidate, and those of a separate time-of-day column.
 _TIME_WORDS = {"date", "time", "timestamp", "timestamps", "datetime", "ts", "dt", "datum", "zeit",
                "fecha", "hora", "tiempo", "heure", "horodatage", "stamp"}
+_EPOCH_WORDS = _TIME_WORDS | {"epoch", "unix", "unixtime", "posix"}
 _DATE_WORDS = {"date", "day", "datum", "fecha", "jour", "giorno"}
 _TOD_WORDS = {"time", "hour", "zeit", "hora", "heure", "ora", "clock", "uhrzeit"}
 _TOD_RE = r"^(\d{1,2})[:.](\d{2})(?:[:.](\d{2}(?:[.,]\d+)?))?$"
 _COMMA_NUMBER_RE = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+(?:[eE][+-]?\d+)?$"
+_THOUSANDS_RE = r"^[+-]?\d{1,3}(?:,\d{3})+\.\d+$|^[+-]?\d{1,3}(?:,\d{3}){2,}$"  # unambiguous 1,234.5
 _COMMA_TOKEN = re.compile(r"^[+-]?\d*,\d+$")
 _DOT_TOKEN = re.compile(r"^[+-]?\d*\.\d+(?:[eE][+-]?\d+)?$")
 
@@ -139,7 +147,8 @@ def _sample_text(s: pd.Series) -> pd.Series:
 def _text_to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Text column -> (float64 values, mask of cells that are present but not numbers).
 
-    NA markers become NaN; decimal commas (``3,14``, ``1.234,5``) are understood.
+    NA markers become NaN; decimal commas (``3,14``, ``1.234,5``) are understood, and so are comma
+    thousands separators when a column shows them unambiguously (``1,234.5``, ``1,234,567``).
     """
     st = s.astype("string").str.strip()
     na = (st.isna() | st.str.lower().isin(NA_MARKERS)).to_numpy(dtype=bool, na_value=True)
@@ -150,7 +159,12 @@ def _text_to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         cand = cleaned[bad]
         comma = cand.str.match(_COMMA_NUMBER_RE).to_numpy(dtype=bool, na_value=False)
-        if comma.any():
+        if cand.str.match(_THOUSANDS_RE).any():  # 1,234.5 or 1,234,567: every comma groups thousands
+            comma = cand.str.match(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$").to_numpy(dtype=bool, na_value=False)
+            fixed = cand[comma].str.replace(",", "", regex=False)
+            conv = pd.to_numeric(fixed, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            values[np.flatnonzero(bad)[comma]] = conv
+        elif comma.any():
             fixed = cand[comma].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
             conv = pd.to_numeric(fixed, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             where = np.flatnonzero(bad)[comma]
@@ -206,12 +220,29 @@ def _parse_text_times(s: pd.Series) -> pd.DatetimeIndex:
     if bad.any():  # a few values in another layout (e.g. a date without its time): one by one
         where = np.flatnonzero(bad)
         sub = _to_datetime(s.iloc[where], format="mixed", utc=dt.tz is not None)
-        if (sub.tz is None) == (dt.tz is None):
+        if dt.tz is not None and _to_datetime(s.iloc[where], format="mixed").tz is None:
+            sub = dt[:0]  # naive stamps among aware ones: refused (_zone_mismatch), never taken as UTC
+        if len(sub) and (sub.tz is None) == (dt.tz is None):
             i8 = dt.as_unit("ns").asi8.copy()
             i8[where] = sub.as_unit("ns").asi8
             fixed = pd.DatetimeIndex(i8.view("M8[ns]"))
             dt = fixed if dt.tz is None else fixed.tz_localize("UTC").tz_convert(dt.tz)
     return dt
+
+
+def _zone_mismatch(s: pd.Series, dt: pd.DatetimeIndex, i: int, column: str,
+                   namer: Callable[[int], str]) -> DataError | None:
+    """The error for a value that is readable alone but mixes time-zone-aware and naive stamps."""
+    alone = _to_datetime([str(s.iloc[i]).strip()], format="mixed")
+    ok = np.flatnonzero(~np.asarray(dt.isna()))
+    if alone.isna().all() or not len(ok) or (alone.tz is None) == (dt.tz is None):
+        return None
+    j = int(ok[0])
+    with_zone, without = (s.iloc[i], s.iloc[j]) if alone.tz is not None else (s.iloc[j], s.iloc[i])
+    rows = (namer(i), namer(j)) if alone.tz is not None else (namer(j), namer(i))
+    return DataError(f"Column {column!r} mixes timestamps with a time zone ({str(with_zone)!r} in {rows[0]}) "
+                     f"and without one ({str(without)!r} in {rows[1]}), so their order is ambiguous. Write "
+                     f"every timestamp with its UTC offset (e.g. +01:00), or none of them.")
 
 
 def _parse_times(s: pd.Series, column: str, namer: Callable[[int], str]) -> pd.DatetimeIndex:
@@ -236,6 +267,9 @@ def _parse_times(s: pd.Series, column: str, namer: Callable[[int], str]) -> pd.D
         if _is_missing_scalar(raw):
             raise DataError(f"Column {column!r} has no timestamp in {namer(i)}. Fill it in or drop that "
                             f"row, or pass time_column=None to use row order instead.")
+        mixed = _zone_mismatch(s, dt, i, column, namer)
+        if mixed is not None:
+            raise mixed
         raise DataError(f"Column {column!r}: cannot read {str(raw)!r} in {namer(i)} as a date/time. "
                         f"Fix that value, or pass time_column=None to use row order (or name another "
                         f"column with time_column=...).")
@@ -331,7 +365,7 @@ def _auto_time(frame: pd.DataFrame, namer: Callable[[int], str]) -> _Time | None
             return _Time(names[j], _parse_times(frame.iloc[:, j], names[j], namer), (j,))
     samples = {j: _sample_text(frame.iloc[:, j]) for j in range(frame.shape[1]) if _is_text(frame.iloc[:, j])}
     if not samples:
-        return None
+        return _epoch_time(frame, names, namer)
     words = {j: _words(names[j]) for j in samples}
     tod = {j for j, smp in samples.items() if not smp.empty and _tod_fraction(smp) >= 0.9}
     # a date column plus a separate time-of-day column (e.g. UCI AirQuality: Date + Time)
@@ -354,6 +388,22 @@ def _auto_time(frame: pd.DataFrame, namer: Callable[[int], str]) -> _Time | None
             continue
         if _date_fraction(smp, strict=True) >= 0.9:
             return _Time(names[j], _parse_times(frame.iloc[:, j], names[j], namer), (j,))
+    return _epoch_time(frame, names, namer)
+
+
+def _epoch_time(frame: pd.DataFrame, names: list[str], namer: Callable[[int], str]) -> _Time | None:
+    """A numeric column named like a time (``timestamp``, ``epoch``...) holding Unix times of 1990-2100
+    in seconds, milliseconds, microseconds or nanoseconds: the time axis, not a sensor."""
+    for j in range(frame.shape[1]):
+        s = frame.iloc[:, j]
+        if not _is_number(s) or ptypes.is_bool_dtype(s.dtype) or not (_words(names[j]) & _EPOCH_WORDS):
+            continue
+        v = _column_floats(s)
+        if not len(v) or not np.isfinite(v).all():
+            continue
+        low, high = float(v.min()), float(v.max())
+        if any(6.3e8 * f <= low and high <= 4.2e9 * f for f in (1, 1e3, 1e6, 1e9)):
+            return _Time(names[j], _parse_times(s, names[j], namer), (j,))
     return None
 
 
@@ -406,6 +456,30 @@ def _read_source(source: Any) -> tuple[str, bytes | str]:
                     f"For a DataFrame you already have, skip load_csv and pass it directly.")
 
 
+def _unzip_single_csv(name: str, raw: bytes) -> bytes:
+    """The bytes of the one CSV inside a zip archive; DataError for workbooks and other archives."""
+    excel = DataError(f"{name} is an Excel workbook (.xlsx) or a zip archive, not a CSV text file. "
+                      f"Save it as CSV from Excel, or read it with pandas.read_excel(...) and pass "
+                      f"the DataFrame.")
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            names = [m.filename for m in members]
+            if any(n.startswith("xl/") for n in names) or "[Content_Types].xml" in names:
+                raise DataError(f"{name} is an Excel workbook (.xlsx), not a CSV text file. "
+                                f"Save it as CSV from Excel (File > Save As > CSV), or read it with "
+                                f"pandas.read_excel(...) and pass the DataFrame.")
+            texts = [m for m in members if m.filename.lower().endswith((".csv", ".txt", ".tsv"))
+                     and not m.filename.startswith("__MACOSX/")]
+            if len(texts) != 1:
+                raise DataError(f"{name} is a zip archive holding {_plural(len(names), 'file')} "
+                                f"({_quote_list(names, 5)}), not a CSV text file. Unzip it and choose "
+                                f"the CSV file inside.")
+            return archive.read(texts[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError, EOFError):
+        raise excel from None
+
+
 def _decode(name: str, raw: bytes, encoding: str | None) -> str:
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -416,12 +490,14 @@ def _decode(name: str, raw: bytes, encoding: str | None) -> str:
     if not raw.strip():
         raise DataError(f"{name} is empty. Choose a CSV file with a header line and rows of data.")
     if raw.startswith(_EXCEL_XLSX):
-        raise DataError(f"{name} is an Excel workbook (.xlsx) or a zip archive, not a CSV text file. "
-                        f"Save it as CSV from Excel, or read it with pandas.read_excel(...) and pass "
-                        f"the DataFrame.")
+        raw = _unzip_single_csv(name, raw)
     if raw.startswith(_EXCEL_XLS):
         raise DataError(f"{name} is an old Excel workbook (.xls), not a CSV text file. Save it as "
                         f"CSV from Excel, or read it with pandas.read_excel(...) and pass the DataFrame.")
+    for magic, what in _SIGNATURES:
+        if raw.startswith(magic):
+            raise DataError(f"{name} is {what}, not a CSV text file. Choose a CSV file, i.e. text "
+                            f"with one row per line.")
     utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
     if not utf16 and b"\x00" in raw[:8192]:
         raise DataError(f"{name} is not a text file (it holds binary data). Choose a CSV file, "
@@ -498,18 +574,26 @@ def load_csv(source: Any, *, sep: str | None = None, decimal: str | None = None,
 
     source: a path (str / Path), bytes, or an open file. ``sep`` is sniffed among ``,`` ``;``
     tab and ``|``; decimal commas are detected; UTF-8 (with or without BOM), UTF-16 with BOM,
-    Windows-1252 / Latin-1 and gzip are read. Fully empty rows and all-empty ``Unnamed: N``
-    columns are dropped. ``time_column``: ``"auto"`` (a date/time column, or a date column plus
-    a time-of-day column, combined), a column name, or ``None`` (keep the row order). Sentinels
-    in ``missing_values`` become NaN. Numeric columns come back as float64; text columns of
-    numbers with decimal commas are converted; other text columns are kept as they are.
-    The rows are sorted by time (stable; duplicate timestamps are kept). Extra keyword
-    arguments go to :func:`pandas.read_csv`.
+    Windows-1252 / Latin-1, gzip and a zip archive holding one CSV are read. Fully empty rows and
+    all-empty ``Unnamed: N`` columns are dropped; a first line of numbers (no header) is read as
+    data, with columns named ``column_1``, ``column_2``... ``time_column``: ``"auto"`` (a
+    date/time column, a date column plus a time-of-day column, combined, or a numeric column
+    named like a time holding Unix times), a column name, or ``None`` (keep the row order).
+    Sentinels in ``missing_values`` become NaN. Numeric columns come back as float64; text
+    columns of numbers with decimal commas or thousands separators are converted; other text
+    columns are kept as they are. The rows are sorted by time (stable; duplicate timestamps are
+    kept). Extra keyword arguments go to :func:`pandas.read_csv`.
+
+    Every refusal is a :class:`~msda_widgets.errors.DataError` that names the file: empty or
+    header-only files, Excel workbooks, PDFs, images and other binary files, web pages and JSON
+    saved as .csv, rows with more fields than the header, unreadable timestamps and timestamps
+    that mix time-zone-aware and naive values (tests/data/bad/ holds one file of each).
     """
     name, raw = _read_source(source)
     text = raw if isinstance(raw, str) else _decode(name, raw, encoding)
     if not text.strip():
         raise DataError(f"{name} is empty. Choose a CSV file with a header line and rows of data.")
+    _refuse_markup(name, text)
     lines = _head_lines(text)
     if sep is None:
         sep = _sniff_sep(lines, decimal)
@@ -528,14 +612,58 @@ def load_csv(source: Any, *, sep: str | None = None, decimal: str | None = None,
     except pd.errors.EmptyDataError:
         raise DataError(f"{name} is empty. Choose a CSV file with a header line and rows of data.") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{name} cannot be split into columns: {str(exc).strip()}. Check the separator "
+        detail = str(exc).strip()
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+        if ragged:
+            detail = (f"line {ragged[2]} has {ragged[3]} fields but the lines before it have "
+                      f"{ragged[1]}")
+        raise DataError(f"{name} cannot be split into columns: {detail}. Check the separator "
                         f"(detected {sep!r}; pass sep=... to force one) and that every row has as many "
                         f"fields as the header.") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an unusable option passed to pandas.read_csv
+        raise DataError(f"{name} cannot be read as CSV: {exc}. Check the file and the options passed "
+                        f"to load_csv.") from None
+    if "header" not in read_csv_kwargs and "names" not in read_csv_kwargs and _header_is_data(df):
+        # the first line holds values, not names: read it as data and number the columns
+        names = [f"column_{k + 1}" for k in range(df.shape[1])]
+        df = pd.read_csv(io.StringIO(text), **{**kwargs, "header": None, "names": names})
     try:
         return _tidy_loaded(df, name, time_column, missing_values)
     except DataError as exc:
         msg = str(exc)
         raise DataError(msg if msg.startswith(name) else f"{name}: {msg}") from None
+
+
+def _refuse_markup(name: str, text: str) -> None:
+    """DataError for a web page, an XML document or JSON saved under a .csv name."""
+    head = text[:2000].lstrip().lower()
+    if head.startswith("<!doctype html") or head.startswith("<html") or "<html" in head[:300]:
+        raise DataError(f"{name} is a web page (HTML), not a CSV file: the download probably returned a "
+                        f"sign-in or error page. Download the CSV file again and check that it opens "
+                        f"as a table.")
+    if head.startswith("<?xml"):
+        raise DataError(f"{name} is an XML document, not a CSV file. Export the data as CSV (or read it "
+                        f"with pandas.read_xml(...) and pass the DataFrame).")
+    tail = text[-2000:].rstrip()
+    if head[:1] in "[{" and head[:1] and tail[-1:] in "]}" and tail[-1:]:
+        raise DataError(f"{name} holds JSON, not CSV. Read it with pandas.read_json(...) and pass the "
+                        f"DataFrame, or export the data as CSV.")
+
+
+def _header_is_data(df: pd.DataFrame) -> bool:
+    """True when every column name is a number or a date (a file without a header line)."""
+    cols = [str(c).strip() for c in df.columns]
+    if not cols or any(c.startswith("Unnamed:") or not c for c in cols):
+        return False
+    as_number = pd.to_numeric(pd.Series(cols).str.replace(",", ".", regex=False), errors="coerce").notna()
+    if not as_number.any():
+        return False
+    rest = [c for c, ok in zip(cols, as_number) if not ok]
+    if not rest:  # but 0..n-1 or 1..n are column numbers (DataFrame.to_csv of an unnamed frame)
+        return cols not in ([str(k) for k in range(len(cols))], [str(k + 1) for k in range(len(cols))])
+    if any(len(c) < 6 or not re.search(r"\d", c) for c in rest):
+        return False
+    return bool(_to_datetime(rest, format="mixed").notna().all())
 
 
 def _tidy_loaded(df: pd.DataFrame, name: str, time_column: str | None,
@@ -990,7 +1118,8 @@ class DataPipeline:
         if not chosen:
             seen = [f"{names[j]!r} ({self._kind(frame.iloc[:, j], j, time_cols, label_cols)})"
                     for j in range(len(names))]
-            raise DataError(f"No sensor column found. Columns seen: {', '.join(seen) or '(none)'}. A sensor "
+            none = "(none besides the time axis)" if time_cols or isinstance(frame.index, pd.DatetimeIndex) else "(none)"
+            raise DataError(f"No sensor column found. Columns seen: {', '.join(seen) or none}. A sensor "
                             f"column must be numeric (numbers, with missing cells left empty or 'NA'), and "
                             f"must not be the time column or a label column.")
         return chosen

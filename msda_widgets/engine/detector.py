@@ -12,8 +12,8 @@ import json
 import math
 import os
 import pickle
+import re
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..config import DetectorConfig
-from ..errors import ConfigError, DataError, ModelFileError, NotFittedError
+from ..errors import ConfigError, DataError, ModelFileError, NotFittedError, TrainingError
 from .data import DataPipeline, DataReport, Scaler, SensorData, Windows, load_csv, make_windows
 from .models import build_model, get_spec
 from .thresholds import compute_threshold
@@ -118,6 +118,47 @@ def _versions() -> dict[str, str]:
     from .. import __version__
     return {"msda_widgets": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "pandas": pd.__version__, "format_version": str(FORMAT_VERSION)}
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _file_head(path: Any) -> bytes:
+    """The first 4 bytes of a path or an open binary file (whose position is kept)."""
+    if hasattr(path, "read"):
+        position = path.tell()
+        head = path.read(4)
+        path.seek(position)
+        return head
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+def _check_bundle(det: "Detector", n_sensors: int, scaler: Scaler, model: torch.nn.Module, threshold: float,
+                  train_scores: np.ndarray, error_mean: np.ndarray, error_precision: np.ndarray,
+                  background: np.ndarray) -> None:
+    """Refuse (ValueError) a loaded bundle whose parts do not fit together: a tampered shape or a
+    non-finite value would otherwise only fail later, at score or explain time, with an obscure error."""
+    steps = det.lookback + (1 if det.task == "forecast" else 0)
+    checks = [
+        (np.shape(scaler.offset_) == (n_sensors,) and np.shape(scaler.scale_) == (n_sensors,),
+         f"the scaler has {np.size(scaler.offset_)} sensors, the data pipeline {n_sensors}"),
+        (all(bool(torch.isfinite(p).all()) for p in model.parameters()), "the weights hold NaN or inf values"),
+        (math.isfinite(threshold), f"the threshold is {threshold}"),
+        (train_scores.ndim == 1 and train_scores.size >= 1 and np.isfinite(train_scores).all(),
+         f"the training scores (shape {train_scores.shape}) are not a non-empty 1-D array of finite numbers"),
+        (error_mean.shape == (n_sensors,) and error_precision.shape == (n_sensors, n_sensors)
+         and np.isfinite(error_mean).all() and np.isfinite(error_precision).all(),
+         f"the error statistics have shapes {error_mean.shape} and {error_precision.shape}; expected "
+         f"({n_sensors},) and ({n_sensors}, {n_sensors}) of finite numbers"),
+        (background.ndim == 3 and len(background) >= 1 and background.shape[1:] == (steps, n_sensors)
+         and np.isfinite(background).all(),
+         f"the background windows have shape {background.shape}; expected (K >= 1, {steps}, {n_sensors}) "
+         f"of finite numbers"),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise ValueError(problem)
 
 
 class Detector:
@@ -293,6 +334,9 @@ class Detector:
             history = train_model(model, batch_fn, train_idx, val_idx, cfg.train, device=device,
                                   on_batch=on_batch, on_epoch=on_epoch, cancel=cancel)
             errors = self._errors(model, scaled, device)
+        if not np.isfinite(errors.squared).all():
+            raise TrainingError(f"The trained network gives NaN or infinite errors on the fit data (its weights "
+                                f"grew too large); lower the learning rate (now {cfg.train.learning_rate:g}).")
 
         # only now, with everything computed, replace the fitted state (a failed fit keeps the old one)
         self.pipeline_, self.scaler_, self.model_, self.device_ = pipeline, scaler, model, device
@@ -411,24 +455,40 @@ class Detector:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike, io.BufferedIOBase]) -> "Detector":
-        """Load a bundle written by :meth:`save`. Only tensors and plain values are unpickled
-        (``torch.load(weights_only=True)``); anything else is refused with :class:`ModelFileError`."""
+        """Load a bundle written by :meth:`save`. Only save's zip archive reaches the unpickler, and
+        only tensors and plain values are unpickled (``torch.load(weights_only=True)``); every part
+        is then checked against the others (shapes, finite values). Anything else (empty, truncated,
+        foreign, tampered or newer files) is refused with :class:`ModelFileError`."""
         name = getattr(path, "name", path)
         try:
+            head = _file_head(path)
+            if not head:
+                raise ModelFileError(f"{name!s} is empty (0 bytes), so it is not an msda_widgets model. "
+                                     f"Choose a file written by Detector.save.")
+            if head != _ZIP_MAGIC:  # never hand anything but save's zip archive to the unpickler
+                raise ModelFileError(f"{name!s} is not an msda_widgets model file (it is not the zip archive "
+                                     f"that Detector.save writes). Choose a file written by Detector.save.")
             bundle = torch.load(path, map_location="cpu", weights_only=True)
+        except ModelFileError:
+            raise
         except FileNotFoundError:
             raise ModelFileError(f"No model file at {name!s}.") from None
         except pickle.UnpicklingError as exc:
+            # torch's own text suggests weights_only=False and carries terminal colour codes: name the
+            # refused object only
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            what = f"such as {found.group(1)}" if found else "or pickle instructions"
             raise ModelFileError(
-                f"Refused to load {name!s}: it contains Python objects other than tensors and plain "
-                f"values, so it was tampered with or is not an msda_widgets model ({exc})."[:600]) from None
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+                f"Refused to load {name!s}: it contains Python objects other than tensors and plain values "
+                f"({what}), so it was tampered with or is not an msda_widgets model. Nothing in it was run."
+            ) from None
+        except Exception as exc:  # zip or unpickling errors of a damaged file
             raise ModelFileError(f"Cannot read {name!s}: the file is truncated or not an msda_widgets "
                                  f"model ({type(exc).__name__}).") from None
         if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
             raise ModelFileError(f"{name!s} is not an msda_widgets model file (no '{FORMAT}' marker).")
         version = bundle.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
             raise ModelFileError(f"{name!s} has model format version {version!r}; this msda_widgets reads "
                                  f"version {FORMAT_VERSION}. Save it again with this version, or upgrade.")
         try:
@@ -443,14 +503,19 @@ class Detector:
             error_mean = bundle["error_mean"].numpy()
             error_precision = bundle["error_precision"].numpy()
             background = bundle["background"].numpy()
+            _check_bundle(det, len(pipeline.sensors_), scaler, model, threshold, train_scores, error_mean,
+                          error_precision, background)
+            versions = json.loads(bundle.get("versions", "{}"))
         except ModelFileError:
             raise
         except Exception as exc:  # any inconsistency inside the bundle
-            raise ModelFileError(f"{name!s} is damaged or inconsistent: {type(exc).__name__}: {exc}"[:600]) from None
+            detail = f"{type(exc).__name__}: {exc}"[:400]
+            raise ModelFileError(f"{name!s} is damaged or inconsistent ({detail}). Fit the detector again "
+                                 f"and save it.") from None
         device = resolve_device("cpu" if det.config.train.device == "cuda" and not torch.cuda.is_available()
                                 else det.config.train.device)
         det.pipeline_, det.scaler_, det.model_, det.device_ = pipeline, scaler, model.to(device).eval(), device
         det.history_, det.threshold_, det.train_scores_ = history, threshold, train_scores
         det.error_mean_, det.error_precision_, det.background_ = error_mean, error_precision, background
-        det.versions_ = json.loads(bundle.get("versions", "{}"))
+        det.versions_ = versions
         return det

@@ -144,6 +144,8 @@ def _fit_gpd(excesses: np.ndarray) -> tuple[float, float] | None:
     scale = float(np.mean(y))
     y = y / scale                       # fit in units of mean(y): the search is then scale-free
     y_min, y_max = float(np.min(y)), float(np.max(y))
+    if not (y_min > 0.0 and math.isfinite(y_max)):  # excesses spanning more than float64's range
+        return None
 
     def h(x: float) -> float:
         return _grimshaw_h(x, y)

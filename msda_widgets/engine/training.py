@@ -163,6 +163,10 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def evaluate_loss(model: nn.Module, batch_fn: BatchFn, indices: np.ndarray, device: torch.device,
                   batch_size: int = 2048) -> float:
     """Mean squared error over ``indices`` in eval mode without gradients."""
@@ -190,8 +194,10 @@ def train_model(model: nn.Module, batch_fn: BatchFn, train_idx: np.ndarray, val_
 
     ``batch_fn(indices) -> (inputs, targets)`` builds a batch of windows. The caller sets the
     seed (see :func:`torch_runtime`); shuffling uses ``numpy.random.default_rng(config.seed)``.
-    When training ends early (early stopping, cancel, a non-finite loss), the best weights seen
-    so far are restored. A non-finite loss before any epoch completed raises
+    The loss is checked before every step and the weights after every epoch, so a divergence
+    (NaN / inf) stops training within the epoch it happens in. When training ends early (early
+    stopping, cancel, divergence), the best weights seen so far are restored. A divergence before
+    any epoch completed raises
     :class:`~msda_widgets.errors.TrainingError`.
     """
     if len(train_idx) == 0:
@@ -243,6 +249,11 @@ def train_model(model: nn.Module, batch_fn: BatchFn, train_idx: np.ndarray, val_
                     on_batch(Progress("batch", epoch, config.epochs, b + 1, batches, value, running / seen,
                                       last_val, time.perf_counter() - t0, eta()))
             if stop_reason != STOP_COMPLETED:
+                break
+            if not _finite_weights(model):  # the last step can break the weights with a finite loss
+                stop_reason = STOP_DIVERGED
+                message = (f"The weights became non-finite (NaN or inf) during epoch {epoch}; "
+                           f"lower the learning rate (now {config.learning_rate:g}).")
                 break
             train_loss = running / max(seen, 1)
             val_loss = evaluate_loss(model, batch_fn, val_idx, device) if len(val_idx) else None

@@ -449,29 +449,124 @@ def test_panel_train_and_stop_buttons_follow_the_task(demo_small):
     stop.assert_called_once_with()
 
 
+def browser_upload(button, content: bytes, name: str) -> list:
+    """Play the browser's side of js/src/upload.js against an UploadButton: plan the chunks with
+    the size limit, send them one per acknowledgement. Returns the messages Python sent back."""
+    from msda_widgets.app.widgets import plan_upload
+    sent: list = []
+    with mock.patch.object(button, "send", side_effect=sent.append):
+        plan = plan_upload(len(content), button.max_bytes, button.chunk_bytes)
+        if not plan["ok"]:
+            button._handle_frontend_msg(button, {"action": "refused", "name": name, "size": len(content),
+                                                 "reason": plan["reason"]}, [])
+            return sent
+        button._handle_frontend_msg(button, {"action": "begin", "id": "t1", "name": name, "size": len(content)}, [])
+        for start, end in plan["chunks"]:
+            if sent[-1]["action"] != "ack":
+                return sent
+            button._handle_frontend_msg(button, {"action": "chunk", "id": "t1", "offset": start},
+                                        [memoryview(content[start:end])])
+        if sent[-1]["action"] == "ack":
+            button._handle_frontend_msg(button, {"action": "end", "id": "t1"}, [])
+    return sent
+
+
 def test_panel_upload_errors_show_in_the_status_line(loaded):
     p = ControlPanel(loaded.state, loaded)
     rows = loaded.state.series.n_rows
-    p.upload.value = ({"name": "bad.csv", "type": "text/csv", "size": 8, "last_modified": datetime.datetime(2024, 1, 1),
-                       "content": memoryview(b"\x00\x01\x02garbage")},)
+    sent = browser_upload(p.upload, b"\x00\x01\x02garbage", "bad.csv")
+    assert sent[-1]["action"] == "done"  # it arrived; parsing it failed
     assert loaded.state.level == "error" and "bad.csv" in p.status.value
     assert loaded.state.series.n_rows == rows  # the previous data is kept
-    assert p.upload.value == ()
-    with mock.patch.object(loaded, "MAX_UPLOAD_BYTES", 10):
-        p.upload.value = ({"name": "big.csv", "type": "text/csv", "size": 20, "last_modified": datetime.datetime(2024, 1, 1),
-                           "content": memoryview(b"a,b\n" * 5)},)
-    assert "big.csv" in p.status.value and "limited" in p.status.value
 
 
-def test_panel_upload_loads_good_csv(loaded):
+def test_panel_refuses_a_file_above_the_limit_without_receiving_it(loaded):
     p = ControlPanel(loaded.state, loaded)
+    assert p.upload.max_bytes == loaded.MAX_UPLOAD_BYTES  # the browser enforces the controller's limit
+    rows = loaded.state.series.n_rows
+    with mock.patch("msda_widgets.app.controller.load_csv") as parser:
+        p.upload.max_bytes = 10
+        sent = browser_upload(p.upload, b"a,b\n" * 5, "big.csv")
+    assert sent == []  # the browser refused it: not one chunk travelled
+    parser.assert_not_called()
+    assert "big.csv" in p.status.value and "limited to" in p.status.value
+    assert loaded.state.level == "error" and loaded.state.series.n_rows == rows
+
+
+def test_upload_button_rechecks_what_the_browser_claims(loaded):
+    p = ControlPanel(loaded.state, loaded)
+    button = p.upload
+    button.max_bytes = 100
+    sent: list = []
+    with mock.patch.object(button, "send", side_effect=sent.append), \
+            mock.patch("msda_widgets.app.controller.load_csv") as parser:
+        # declares 50 bytes, then sends more than it declared
+        button._handle_frontend_msg(button, {"action": "begin", "id": "x", "name": "liar.csv", "size": 50}, [])
+        button._handle_frontend_msg(button, {"action": "chunk", "id": "x", "offset": 0}, [memoryview(b"a" * 80)])
+        assert sent[-1]["action"] == "abort" and "garbled" in sent[-1]["message"]
+        # a stale end after the abort does nothing
+        button._handle_frontend_msg(button, {"action": "end", "id": "x"}, [])
+        # declares more than the limit
+        button._handle_frontend_msg(button, {"action": "begin", "id": "y", "name": "huge.csv", "size": 10 ** 9}, [])
+        assert sent[-1]["action"] == "abort" and "limited to" in sent[-1]["message"]
+    parser.assert_not_called()
+    assert "huge.csv" in p.status.value and loaded.state.level == "error"
+
+
+def test_panel_upload_loads_good_csv_in_chunks(loaded):
+    p = ControlPanel(loaded.state, loaded)
+    p.upload.chunk_bytes = 1000  # several chunks
     frame = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=200, freq="h").astype(str),
                           "x": np.sin(np.arange(200) / 5.0), "y": np.cos(np.arange(200) / 3.0)})
     content = frame.to_csv(index=False).encode()
-    p.upload.value = ({"name": "mine.csv", "type": "text/csv", "size": len(content), "last_modified": datetime.datetime(2024, 1, 1),
-                       "content": memoryview(content)},)
+    sent = browser_upload(p.upload, content, "mine.csv")
+    assert [m["action"] for m in sent].count("ack") == -(-len(content) // 1000) + 1
     assert loaded.state.data_name == "mine.csv", loaded.state.message
     assert p.sensors.options == ("x", "y") and "mine.csv" in p.data_info.value
+
+
+class _Payload:
+    """Unpickling this would create the marker file."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("name", ["model.csv", "model.msda", "weights.pt"])
+def test_an_uploaded_pickle_is_never_unpickled(loaded, tmp_path, name):
+    import pickle
+    import torch
+    marker = tmp_path / "unpickled"
+    p = ControlPanel(loaded.state, loaded)
+    rows, detector = loaded.state.series.n_rows, loaded.state.detector
+    for content in (pickle.dumps(_Payload(marker)), _torch_bytes(torch, _Payload(marker))):
+        sent = browser_upload(p.upload, content, name)
+        assert sent[-1]["action"] == "done"
+        assert loaded.state.level == "error" and name in p.status.value
+        assert not marker.exists()
+    assert loaded.state.series.n_rows == rows and loaded.state.detector is detector
+
+
+def _torch_bytes(torch, obj) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    torch.save({"x": obj}, buffer)
+    return buffer.getvalue()
+
+
+def test_panel_falls_back_to_file_upload_without_the_front_end(loaded, monkeypatch):
+    from msda_widgets.app import widgets as own
+    def not_built(**kwargs):
+        raise own.FrontendNotBuiltError("not built")
+    monkeypatch.setattr(own, "UploadButton", not_built)
+    p = ControlPanel(loaded.state, loaded)
+    assert isinstance(p.upload, widgets.FileUpload)
+    p.upload.value = ({"name": "bad.csv", "type": "text/csv", "size": 8, "last_modified": datetime.datetime(2024, 1, 1),
+                       "content": memoryview(b"\x00\x01\x02garbage")},)
+    assert loaded.state.level == "error" and "bad.csv" in p.status.value
+    assert p.upload.value == ()
 
 
 def test_explain_methods_fall_back_without_the_engine_module(loaded):

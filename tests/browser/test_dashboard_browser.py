@@ -292,3 +292,57 @@ def test_export_downloads_the_anomalies_as_csv(page: Page, voila, artifacts: Pat
     assert comments[0].startswith("# msda_widgets ") and any(c.startswith("# data: ") for c in comments)
     assert body[0] == "when,score,top_sensors"
     assert len(body) - 1 == n
+
+
+# -------------------------------------------------------------------------- classroom mode (issue 7)
+
+CLASSROOM_CODE = "owl-42"
+
+
+@pytest.fixture(scope="module")
+def classroom_voila(tmp_path_factory: pytest.TempPathFactory):
+    """A second server, started as ``msda-widgets demo --classroom --teacher-code owl-42`` is."""
+    import functools
+
+    from msda_widgets import cli
+    from tests.browser.conftest import ARTIFACTS, VoilaServer
+
+    with pytest.MonkeyPatch.context() as mp:  # VoilaServer.start() builds its command with cli.voila_command
+        mp.setattr(cli, "voila_command", functools.partial(cli.voila_command, classroom=True,
+                                                           teacher_code=CLASSROOM_CODE))
+        server = VoilaServer("light", ARTIFACTS / "voila-classroom.log",
+                             tmp_path_factory.mktemp("voila-classroom")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+#: Filled areas drawn on the timeline: only the label band (the true anomalies) is filled.
+LABEL_BANDS_JS = """() => Array.from(document.querySelectorAll('.msda-timeline path.area'))
+    .filter(p => (p.getAttribute('d') || '').length > 0 && p.checkVisibility({visibilityProperty: true}))
+    .length"""
+
+
+def label_bands(page: Page) -> int:
+    return page.evaluate(LABEL_BANDS_JS)
+
+
+def test_classroom_mode_hides_the_answers_until_the_teachers_code(page: Page, classroom_voila,
+                                                                   artifacts: Path) -> None:
+    open_dashboard(page, classroom_voila)
+    metrics = page.locator(".msda-metrics")
+    expect(metrics).to_contain_text("Classroom mode")
+    assert label_bands(page) == 0
+    train(page)
+    expect(metrics).not_to_contain_text("precision")
+    page.locator(".msda-reveal").click()                     # a student without the code
+    expect(status(page)).to_contain_text("not the teacher's code", timeout=_ms(STEP_S))
+    assert label_bands(page) == 0
+    page.locator(".msda-teacher-code input").fill(CLASSROOM_CODE)
+    page.locator(".msda-reveal").click()
+    expect(status(page)).to_contain_text("Answers shown", timeout=_ms(STEP_S))
+    expect(metrics).to_contain_text(re.compile(r"precision \d\.\d\d · recall \d\.\d\d · F1 \d\.\d\d"))
+    page.wait_for_function(f"() => ({LABEL_BANDS_JS})() >= 1", timeout=_ms(STEP_S))
+    expect(page.locator(".msda-teacher-code")).to_be_hidden()
+    screenshot(page, artifacts, "classroom-answers-shown.png")

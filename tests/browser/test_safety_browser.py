@@ -194,3 +194,30 @@ def test_two_visitors_get_separate_kernels_and_state(page: Page, browser, voila,
         assert "Trained in" not in status(page).inner_text()
     finally:
         other_context.close()
+
+
+def _kernel_exists(url: str, kernel_id: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}api/kernels/{kernel_id}", timeout=30) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+
+
+def test_closing_the_page_shuts_its_kernel_down(browser, voila) -> None:
+    url = voila("light")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        open_dashboard(page, url)
+        kernel_id = _kernel_id(page.content())
+        assert _kernel_exists(url, kernel_id)
+        page.close(run_before_unload=True)
+        deadline = time.monotonic() + 30
+        while _kernel_exists(url, kernel_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _kernel_exists(url, kernel_id), "a closed page kept its kernel (memory) alive"
+    finally:
+        context.close()
