@@ -35,6 +35,30 @@ Post-processing variants, all label-free in how they are computed but *chosen* b
 the test results, so they are reported apart: ``smooth=W`` is a causal rolling mean of the
 scores over the last W rows (the threshold is computed from the smoothed training scores), and
 ``score=mahalanobis`` rescores the same fitted detector with the Mahalanobis error score.
+
+Label-free model selection (``--select anomaly-free``). Written down before the selected
+settings were run on any test row; nothing in it reads a labelled file:
+
+* Selection data: ``anomaly-free/anomaly-free.csv`` (9,405 rows, 2.6 h at 1 Hz, no anomalies,
+  the same rig), cut into 8 consecutive segments of 1,100 rows (about one labelled file each).
+  In every segment the first 400 rows fit the detector and its base threshold exactly as the
+  protocol does (the 0.99 quantile of their scores); the next 700 rows are held out.
+* Grid, per model (6 configurations): ``lookback`` {10, 30, 60} x ``scaling`` {minmax,
+  standard}; every other setting at its default, ``seed=0``, ``num_threads=1``.
+* Criterion: the false-alarm rate of the 5,600 held-out rows (pooled over the 8 segments) at
+  the base threshold; the lowest wins (a tie goes to the earlier configuration in the grid order
+  above). Why this one: with defaults SKAB's errors are mostly false alarms (FAR 38-44 %), i.e.
+  normal rows after the 400 fit rows score above the training quantile, and this measures
+  exactly that on rows known to be normal. It is scale-free, which raw held-out errors are not
+  (min-max and standard scaling give errors in different units). Printed for information only,
+  not used: the median held-out score over the median training score.
+* Threshold calibration: ``threshold = m x q0.99(the file's training scores)``, where ``m`` is
+  the ``1 - target`` quantile of (held-out score / its segment's base threshold) pooled over the
+  segments, so the held-out false-alarm rate is the target. Pre-declared target: 5 % (the
+  result); 1 % is also reported. ``m`` is computed here from ``Detector.score`` outputs; it is
+  not an engine option. The z-score baseline gets the same calibration (it has no grid).
+* Then, and only then, the chosen configurations run through the SKAB protocol on the 34
+  labelled files, beside the defaults (with and without their own calibrated ``m``).
 """
 
 from __future__ import annotations
@@ -113,22 +137,24 @@ def read_skab(path: Path) -> pd.DataFrame:
 Scorer = Callable[[pd.DataFrame], dict[str, np.ndarray]]
 
 
-def detector_scorer(model: str, **settings) -> Scorer:
+def detector_scorer(model: str, mahalanobis: bool = True, **settings) -> Scorer:
     """Fit ``Detector(model, **settings)`` on the training rows; score every row with the ``l2``
-    score and, from the same fit, the ``mahalanobis`` one."""
+    score and, from the same fit, the ``mahalanobis`` one (unless ``mahalanobis=False``).
+    Works on unlabelled frames too (the anomaly-free file)."""
     def score(df: pd.DataFrame) -> dict[str, np.ndarray]:
-        sensors = df.drop(columns=list(LABEL_COLUMNS))
+        sensors = df.drop(columns=[c for c in LABEL_COLUMNS if c in df.columns])
         det = Detector(model=model, seed=0, num_threads=1, **settings).fit(sensors.iloc[:TRAIN_ROWS])
         out = {"l2": det.score(sensors).to_numpy()}
-        det.set_params(score="mahalanobis")
-        out["mahalanobis"] = det.score(sensors).to_numpy()
+        if mahalanobis:
+            det.set_params(score="mahalanobis")
+            out["mahalanobis"] = det.score(sensors).to_numpy()
         return out
     return score
 
 
 def zscore_scorer(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Trivial baseline: RMS over sensors of the z-values under the training rows' mean and std."""
-    x = df.drop(columns=list(LABEL_COLUMNS)).to_numpy(dtype=float)
+    x = df.drop(columns=[c for c in LABEL_COLUMNS if c in df.columns]).to_numpy(dtype=float)
     mean, std = x[:TRAIN_ROWS].mean(axis=0), x[:TRAIN_ROWS].std(axis=0)
     z = (x - mean) / np.where(std > 0, std, 1.0)
     return {"l2": np.sqrt(np.mean(z ** 2, axis=1))}
@@ -291,6 +317,138 @@ def report(out: dict, n_files: int, command: str) -> str:
     return "\n".join(parts)
 
 
+# ---------------------------------------------------------------------------------------------
+# Label-free selection on the anomaly-free file (--select anomaly-free; see the module docstring)
+# ---------------------------------------------------------------------------------------------
+
+SEGMENT_ROWS = 1100          # 400 fit rows + 700 held-out rows, about one labelled file
+N_SEGMENTS = 8
+BASE_QUANTILE = 0.99         # the protocol's threshold, fitted on the 400 training rows
+FAR_TARGETS = (0.05, 0.01)   # pre-declared; the first one is the result
+SELECTION_GRID = tuple({"lookback": lb, "scaling": sc}
+                       for lb in (10, 30, 60) for sc in ("minmax", "standard"))
+DEFAULT_CONFIG = {"lookback": 10, "scaling": "minmax"}   # the package defaults, first in the grid
+
+
+def read_anomaly_free(root: Path) -> pd.DataFrame:
+    """``anomaly-free/anomaly-free.csv``: sensors only, indexed by time."""
+    path = root / "anomaly-free" / "anomaly-free.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: --select anomaly-free needs SKAB's anomaly-free file.")
+    return pd.read_csv(path, sep=";", parse_dates=[TIME_COLUMN]).set_index(TIME_COLUMN)
+
+
+def anomaly_free_segments(df: pd.DataFrame, n: int = N_SEGMENTS, rows: int = SEGMENT_ROWS) -> list[pd.DataFrame]:
+    """``n`` consecutive, non-overlapping segments of ``rows`` rows."""
+    if len(df) < n * rows:
+        raise ValueError(f"the anomaly-free file has {len(df)} rows; {n} segments of {rows} need {n * rows}.")
+    return [df.iloc[i * rows:(i + 1) * rows] for i in range(n)]
+
+
+def calibrate(scorer: Scorer, segments: list[pd.DataFrame]) -> dict:
+    """Fit on each segment's first TRAIN_ROWS rows, score its held-out rest; no labels involved.
+
+    Returns the held-out false-alarm rate at the base threshold (the criterion), the median
+    held-out / median training score (information only), and the multiplier ``m`` of the base
+    threshold that gives each target false-alarm rate on the pooled held-out rows.
+    """
+    ratios, med_ratio, t0 = [], [], time.perf_counter()
+    for seg in segments:
+        s = scorer(seg)["l2"]
+        train, held = s[:TRAIN_ROWS], s[TRAIN_ROWS:]
+        base = compute_threshold(train, "quantile", BASE_QUANTILE)
+        held = held[np.isfinite(held)]
+        ratios.append(held / base)
+        med_ratio.append(np.median(held) / np.nanmedian(train))
+    r = np.concatenate(ratios)
+    return {"far_base": float(np.mean(r > 1.0)), "median_ratio": float(np.median(med_ratio)),
+            "m": {t: float(np.quantile(r, 1.0 - t)) for t in FAR_TARGETS},
+            "n_held_out": int(r.size), "seconds": time.perf_counter() - t0}
+
+
+def select(root: Path, models: Iterable[str], log=print) -> dict:
+    """The selection table for every model over SELECTION_GRID, the chosen configuration per
+    model (lowest held-out false-alarm rate), and the z-score baseline's calibration."""
+    segments = anomaly_free_segments(read_anomaly_free(root))
+    table_, chosen = {}, {}
+    for model in models:
+        for i, cfg in enumerate(SELECTION_GRID):
+            table_[(model, i)] = calibrate(detector_scorer(model, mahalanobis=False, **cfg), segments)
+            c = table_[(model, i)]
+            log(f"  select {model} {cfg}: held-out FAR {100 * c['far_base']:.1f} %, "
+                f"m(5 %) {c['m'][FAR_TARGETS[0]]:.2f}, {c['seconds']:.0f} s")
+        best = min(range(len(SELECTION_GRID)), key=lambda i: (table_[(model, i)]["far_base"], i))
+        chosen[model] = best
+    zscore = calibrate(zscore_scorer, segments)
+    return {"table": table_, "chosen": chosen, "zscore": zscore}
+
+
+def run_selected(files: list[Path], sel: dict, log=print) -> dict:
+    """The SKAB protocol for the defaults and the chosen configurations, each with its base
+    threshold (m = 1) and its calibrated multipliers. Returns ``{row label: Pooled}`` in order."""
+    entries = []     # (label, scorer key, multiplier)
+    scorers: dict[str, Scorer] = {}
+    for model, best in sel["chosen"].items():
+        for tag, idx in (("defaults", 0), ("chosen", best)):
+            cfg = SELECTION_GRID[idx]
+            key = f"{model} {cfg['lookback']}/{cfg['scaling']}"
+            scorers.setdefault(key, detector_scorer(model, mahalanobis=False, **cfg))
+            cal = sel["table"][(model, idx)]
+            name = f"{model}, {tag} (lookback {cfg['lookback']}, {cfg['scaling']})"
+            entries.append((name, "quantile 0.99 (m = 1)", key, 1.0))
+            for t in FAR_TARGETS if tag == "chosen" else FAR_TARGETS[:1]:
+                entries.append((name, f"m = {cal['m'][t]:.2f} x q0.99 (target FAR {100 * t:g} %)", key, cal["m"][t]))
+    scorers["zscore"] = zscore_scorer
+    entries.append(("zscore (no model)", "quantile 0.99 (m = 1)", "zscore", 1.0))
+    m5 = sel["zscore"]["m"][FAR_TARGETS[0]]
+    entries.append(("zscore (no model)", f"m = {m5:.2f} x q0.99 (target FAR {100 * FAR_TARGETS[0]:g} %)", "zscore", m5))
+
+    pooled = {(name, label): Pooled() for name, label, _, _ in entries}
+    seconds = dict.fromkeys(scorers, 0.0)
+    for i, path in enumerate(files):
+        df = read_skab(path)
+        labels = df["anomaly"].to_numpy(dtype=float)
+        scores = {}
+        for key, scorer in scorers.items():
+            t0 = time.perf_counter()
+            scores[key] = scorer(df)["l2"]
+            seconds[key] += time.perf_counter() - t0
+        for name, label, key, m in entries:
+            s = scores[key]
+            thr = m * compute_threshold(s[:TRAIN_ROWS], "quantile", BASE_QUANTILE)
+            add_file(pooled[(name, label)], np.nan_to_num(s, nan=-np.inf) > thr, labels, s)
+        log(f"  [{i + 1}/{len(files)}] {path.parent.name}/{path.name}")
+    return {"pooled": pooled, "seconds": seconds}
+
+
+def selection_report(sel: dict, test: dict | None, n_files: int, command: str) -> str:
+    t5, t1 = (f"{100 * t:g} %" for t in FAR_TARGETS)
+    parts = [f"Command: `{command}`", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"torch {torch.__version__}, 1 torch thread.", "",
+             f"### Selection on anomaly-free.csv ({N_SEGMENTS} segments x (400 fit + "
+             f"{SEGMENT_ROWS - TRAIN_ROWS} held-out rows); no labelled file read)", "",
+             f"| model | lookback | scaling | held-out FAR % at q0.99 (criterion) | median held-out / "
+             f"training score | m for FAR {t5} | m for FAR {t1} | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (model, i), c in sel["table"].items():
+        cfg, mark = SELECTION_GRID[i], " **chosen**" if sel["chosen"][model] == i else ""
+        parts.append(f"| {model}{mark} | {cfg['lookback']} | {cfg['scaling']} | {100 * c['far_base']:.1f} | "
+                     f"{c['median_ratio']:.2f} | {c['m'][FAR_TARGETS[0]]:.2f} | {c['m'][FAR_TARGETS[1]]:.2f} | "
+                     f"{c['seconds']:.0f} |")
+    z = sel["zscore"]
+    parts.append(f"| zscore | - | - | {100 * z['far_base']:.1f} | {z['median_ratio']:.2f} | "
+                 f"{z['m'][FAR_TARGETS[0]]:.2f} | {z['m'][FAR_TARGETS[1]]:.2f} | {z['seconds']:.0f} |")
+    if test is not None:
+        parts += ["", f"### Test rows of the {n_files} labelled files (SKAB protocol), after the selection", "",
+                  "| published (SKAB README) | F1 | FAR % | MAR % |", "|---|---|---|---|"]
+        parts += [f"| {a} | {f1:.2f} | {far:.1f} | {mar:.1f} |" for a, f1, far, mar in LEADERBOARD]
+        rows = [(name, label, p.row()) for (name, label), p in test["pooled"].items()]
+        parts += ["", table(rows), "", "Fit+score time on the labelled files: "
+                  + ", ".join(f"{k} {v:.0f} s" for k, v in test["seconds"].items())]
+    return "\n".join(parts)
+
+
 def parse_settings(items: list[str]) -> dict:
     """``["lookback=30", "scaling=standard"]`` -> ``{"lookback": 30, "scaling": "standard"}``."""
     out = {}
@@ -315,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a Detector setting for both models, e.g. --set scaling=standard (repeatable)")
     ap.add_argument("--json", help="also write the pooled results as JSON here")
+    ap.add_argument("--select", choices=["anomaly-free"],
+                    help="label-free selection of lookback x scaling and of a threshold multiplier on "
+                         "anomaly-free.csv, then the SKAB test of the chosen settings (see the docstring)")
+    ap.add_argument("--select-only", action="store_true",
+                    help="with --select: print the selection table and stop (no labelled file is read)")
     args = ap.parse_args(argv)
     root = skab_dir(args.data)
     if root is None:
@@ -325,6 +488,20 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_skab.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if args.select:
+        sel = select(root, [m for m in args.models.split(",") if m], log=log)
+        test = None if args.select_only else run_selected(files, sel, log=log)
+        print(selection_report(sel, test, len(files), command.strip()))
+        print(f"\nTotal wall time: {time.perf_counter() - t0:.0f} s")
+        if args.json:
+            payload = {"selection": [{"model": m, **SELECTION_GRID[i], **c} for (m, i), c in sel["table"].items()],
+                       "chosen": {m: SELECTION_GRID[i] for m, i in sel["chosen"].items()},
+                       "zscore": sel["zscore"],
+                       "test": [] if test is None else [{"detector": n, "threshold": lab, **p.row()}
+                                                        for (n, lab), p in test["pooled"].items()]}
+            Path(args.json).write_text(json.dumps(payload, indent=1, default=str))
+        return 0
     out = run(files, [m for m in args.models.split(",") if m],
               [int(w) for w in args.smooth.split(",")], [float(q) for q in args.quantiles.split(",")],
               log=lambda s: print(s, file=sys.stderr, flush=True), settings=parse_settings(args.set))

@@ -157,8 +157,8 @@ class ProfileView:
         self.matrix.observe(lambda _c: self._render_matrix(), names="value")
         diverging = list(p.diverging)
         self.heatmap, self.heatmap_colours, self.heatmap_figure = _heatmap(
-            "Between sensors", diverging, "sensor", "", height="440px", theme=p)
-        self.heatmap_figure.fig_margin = dict(top=40, bottom=110, left=150, right=20)
+            "Between sensors", diverging, "sensor", "", height="440px", theme=p, colour_bar=True)
+        self.heatmap_figure.fig_margin = dict(top=40, bottom=110, left=150, right=70)
         self.heatmap.interactions = {"click": "select"}
         self.heatmap.selected_style = {"stroke": "#ff7f0e", "stroke-width": "3"}
         self.heatmap.observe(self._on_cell, names="selected")

@@ -346,3 +346,25 @@ def test_classroom_mode_hides_the_answers_until_the_teachers_code(page: Page, cl
     page.wait_for_function(f"() => ({LABEL_BANDS_JS})() >= 1", timeout=_ms(STEP_S))
     expect(page.locator(".msda-teacher-code")).to_be_hidden()
     screenshot(page, artifacts, "classroom-answers-shown.png")
+
+
+# ------------------------------------------------------------------------------ sensor profiling (issue 8)
+
+def test_the_profile_tab_shows_every_sensor_and_applies_its_suggestion(page: Page, voila, artifacts: Path) -> None:
+    open_dashboard(page, voila("light"))
+    page.get_by_role("tab", name="Profile sensors").click()
+    rows = page.locator(".msda-profile-table tbody tr")
+    expect(rows).to_have_count(DEMO_SENSORS, timeout=_ms(STEP_S))
+    cells = page.locator(".msda-profile-heatmap rect.heatmapcell")
+    expect(cells).to_have_count(DEMO_SENSORS * DEMO_SENSORS, timeout=_ms(STEP_S))
+    expect(page.locator(".msda-profile")).to_contain_text("166 windows of 30 rows")
+    window = page.locator(".msda-profile input[type=number]").first
+    window.fill("120")
+    window.press("Enter")
+    expect(page.locator(".msda-profile")).to_contain_text("41 windows of 120 rows", timeout=_ms(STEP_S))
+    page.locator(".msda-profile-apply").click()
+    expect(status(page)).to_contain_text(f"Using the {DEMO_SENSORS} suggested sensors", timeout=_ms(STEP_S))
+    screenshot(page, artifacts, "profile-tab.png")
+    page.get_by_role("tab", name="Detect").click()
+    train(page)  # the detector trains on the applied selection
+    assert anomaly_count(page) > 0
