@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import re
 import time
@@ -103,7 +104,9 @@ def test_a_visitor_cannot_run_code_in_the_kernel(voila, tmp_path: Path) -> None:
         kernel_id = _kernel_id(response.read().decode("utf-8"))
     marker = tmp_path / "visitor-code-ran"
     code = f"open({str(marker)!r}, 'w').write('executed')"
-    seen = asyncio.run(_talk_to_kernel(url, kernel_id, code))
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        seen = pool.submit(asyncio.run, _talk_to_kernel(url, kernel_id, code)).result(timeout=120)
     assert "comm_info_reply" in seen and "kernel_info_reply" in seen, seen  # the socket works...
     assert "execute_reply" not in seen and "execute_result" not in seen and "stream" not in seen, seen
     assert not marker.exists()  # ...but the code never ran
