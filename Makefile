@@ -26,6 +26,7 @@ bench: install
 	$(PY) benchmarks/bench_dashboard.py
 	$(PY) benchmarks/bench_profile.py
 	$(PY) benchmarks/bench_skab.py
+	$(PY) benchmarks/bench_reliability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

@@ -31,8 +31,9 @@ __all__ = ["Controller", "MAX_UPLOAD_BYTES", "DEFAULT_SETTINGS"]
 
 log = logging.getLogger(__name__)
 
-#: Voila's websocket refuses messages above ~10 MB; larger uploads are refused before parsing.
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+#: Largest upload, in bytes (10 MB): one visitor's kernel should not hold more. The browser refuses
+#: larger files before sending them (widgets.UploadButton); Python checks again before parsing.
+MAX_UPLOAD_BYTES = 10_000_000
 #: Dashboard defaults: the engine's, with a fixed seed and one torch thread per kernel — a Voila
 #: server runs one kernel per visitor, and oversubscribed torch threads slow every fit 5-30x.
 DEFAULT_SETTINGS: dict[str, Any] = {**DetectorConfig().flat(), "seed": 0, "num_threads": 1}
@@ -210,7 +211,7 @@ class Controller:
         size = len(content)
         if size > self.MAX_UPLOAD_BYTES:
             self._say(f"{filename} is {size / 1e6:.1f} MB; uploads are limited to "
-                      f"{self.MAX_UPLOAD_BYTES / 1e6:.0f} MB. Open larger files from a notebook with "
+                      f"{self.MAX_UPLOAD_BYTES / 1e6:.1f} MB. Open larger files from a notebook with "
                       f"Dashboard('path/to/file.csv'). The current data is kept.", "error")
             return False
         kept = " The current data is kept." if self._frame is not None else ""

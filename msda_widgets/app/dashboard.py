@@ -136,6 +136,14 @@ class Dashboard:
         self.widget.add_class("msda-dashboard")
         self.widget.add_class(ROOT_CLASS.format(theme))
 
+    def show_profile(self) -> None:
+        """Switch to the "Profile sensors" tab (computing the profile if it is not yet)."""
+        self.tabs.selected_index = 1
+
+    def show_detection(self) -> None:
+        """Switch back to the "Detect" tab."""
+        self.tabs.selected_index = 0
+
     def _on_tab(self, change: dict) -> None:
         """Profiling tab shown: compute the sensor profile (only then: start-up stays fast)."""
         if change["new"] == 1:

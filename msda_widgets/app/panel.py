@@ -163,8 +163,8 @@ class ControlPanel:
 
         # -- data ---------------------------------------------------------------------------
         self.data_info = widgets.HTML()
-        limit = int(getattr(controller, "MAX_UPLOAD_BYTES", 10 * 2 ** 20))
-        upload_tip = (f"Open your own table of sensor readings (a .csv file, up to {limit // 2 ** 20} MB). One "
+        limit = int(getattr(controller, "MAX_UPLOAD_BYTES", 10_000_000))
+        upload_tip = (f"Open your own table of sensor readings (a .csv file, up to {limit / 1e6:.0f} MB). One "
                       "column per sensor, one row per time.")
         self.upload = make_upload_widget(limit, upload_tip)
         self.sensors = widgets.SelectMultiple(

@@ -318,7 +318,7 @@ class UploadButton(_StaticWidget):
 
     label = Unicode("Open CSV", help="Text of the button.").tag(sync=True)
     accept = Unicode(".csv", help="File types the picker offers (the HTML accept attribute).").tag(sync=True)
-    max_bytes = Int(10 * 1024 * 1024, help="Largest file accepted, in bytes.").tag(sync=True)
+    max_bytes = Int(10_000_000, help="Largest file accepted, in bytes.").tag(sync=True)
     chunk_bytes = Int(UPLOAD_CHUNK_BYTES, help="Bytes per message.").tag(sync=True)
     disabled = Bool(False, help="Grey the button out.").tag(sync=True)
     description = Unicode("", help="Tooltip of the button.").tag(sync=True)

@@ -360,6 +360,11 @@ class Evaluation:
     delays: Optional[tuple]
     f1_point_adjusted: Optional[float] = None
 
+    @property
+    def n_flagged(self) -> Optional[int]:
+        """Rows flagged (tp + fp); None without a threshold."""
+        return None if self.tp is None or self.fp is None else int(self.tp) + int(self.fp)
+
     def as_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (``delays`` as a list)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -241,6 +241,10 @@ def test_dashboard_profile_tab_is_lazy_and_themed():
     assert d.state.profile is not None and len(d.state.profile.sensors) == 4
     for fig in (d.profile_view.heatmap_figure, d.profile_view.pair_figure):
         assert fig.background_style == {"fill": DARK.surface}
-    d.tabs.selected_index = 0
+    d.show_detection()
+    assert d.tabs.selected_index == 0
+    d.show_profile()
+    assert d.tabs.selected_index == 1
+    d.show_detection()
     d.controller.load(datasets.make_sensors(n_steps=400, n_sensors=3, anomalies=1, seed=2))
     assert len(d.state.profile.sensors) == 3               # shown once: kept up to date

@@ -297,3 +297,12 @@ def test_lazy_export():
     assert msda_widgets.evaluate is evaluate
     assert msda_widgets.Evaluation is Evaluation
     assert "evaluate" in dir(msda_widgets)
+
+
+def test_n_flagged_counts_the_flagged_rows():
+    from msda_widgets.engine.metrics import evaluate
+    flags = np.array([True, False, True, True, False])
+    labels = np.array([1, 0, 0, 1, 1])
+    r = evaluate(flags, labels)
+    assert r.n_flagged == 3 == r.tp + r.fp
+    assert evaluate(np.array([0.1, 0.9, 0.3]), np.array([0, 1, 0])).n_flagged is None  # scores, no threshold

@@ -93,7 +93,8 @@ def _run_without_writing(path: Path) -> nbformat.NotebookNode:
 def test_the_teaching_notebooks_are_there():
     names = [p.name for p in TEACHING]
     assert names == ["01_quickstart.ipynb", "02_how_detection_works.ipynb",
-                     "03_reading_explanations.ipynb", "04_real_data.ipynb"]
+                     "03_reading_explanations.ipynb", "04_real_data.ipynb",
+                     "05_grading_a_detector.ipynb", "06_profiling_sensors.ipynb"]
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)

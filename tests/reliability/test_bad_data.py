@@ -288,7 +288,7 @@ def test_upload_above_the_limit_is_refused_before_parsing(trained, monkeypatch):
     assert time.perf_counter() - t0 < 1.0
     assert calls == []
     s = trained.state
-    assert s.level == "error" and "uploads are limited to 10 MB" in s.message and "big.csv" in s.message
+    assert s.level == "error" and "uploads are limited to 10.0 MB" in s.message and "big.csv" in s.message
     assert "Dashboard('path/to/file.csv')" in s.message
     assert_plain(s.message)
     # one byte over the limit is refused too
