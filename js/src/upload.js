@@ -101,11 +101,9 @@ function render({ model, el }) {
   const onClick = () => input.click();
   button.addEventListener("click", onClick);
   input.addEventListener("change", onPicked);
+  const SYNCED = ["change:label", "change:disabled", "change:accept", "change:description"];
   model.on("msg:custom", onMessage);
-  model.on("change:label", sync);
-  model.on("change:disabled", sync);
-  model.on("change:accept", sync);
-  model.on("change:description", sync);
+  for (const event of SYNCED) model.on(event, sync);
   sync();
   el.classList.add("msda-upload-widget");
   el.append(button, input, note);
@@ -114,10 +112,7 @@ function render({ model, el }) {
     button.removeEventListener("click", onClick);
     input.removeEventListener("change", onPicked);
     model.off("msg:custom", onMessage);
-    model.off("change:label", sync);
-    model.off("change:disabled", sync);
-    model.off("change:accept", sync);
-    model.off("change:description", sync);
+    for (const event of SYNCED) model.off(event, sync);
     el.replaceChildren();
   };
 }

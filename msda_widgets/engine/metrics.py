@@ -183,14 +183,20 @@ def _score_array(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(s), -np.inf, s)
 
 
+def _ranked(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(scores ready to rank, positive mask) of the labelled rows: NaN labels dropped, NaN scores
+    ranked lowest."""
+    s, y = _values(scores, "scores").astype(float), _labels(labels)
+    _check_same_rows(scores, labels, "scores", "labels", s.size, y.size)
+    keep = ~np.isnan(y)
+    return _score_array(s[keep]), y[keep] == 1.0
+
+
 def roc_auc(scores: Any, labels: Any) -> float:
     """Area under the ROC curve: the probability that a random positive row outscores a random
     negative one (ties count one half). NaN scores rank lowest; NaN labels are dropped.
     NaN when only one class is present."""
-    s, y = _values(scores, "scores").astype(float), _labels(labels)
-    _check_same_rows(scores, labels, "scores", "labels", s.size, y.size)
-    keep = ~np.isnan(y)
-    return _roc_auc(_score_array(s[keep]), y[keep] == 1.0)
+    return _roc_auc(*_ranked(scores, labels))
 
 
 def _roc_auc(s: np.ndarray, pos: np.ndarray) -> float:
@@ -216,10 +222,7 @@ def pr_auc(scores: Any, labels: Any) -> float:
     ``sum_k (R_k - R_{k-1}) P_k`` over the distinct score thresholds, highest first (the step-wise
     definition, as in scikit-learn; no optimistic interpolation). A random score gets about the
     share of positives. NaN scores rank lowest; NaN labels are dropped; NaN without positives."""
-    s, y = _values(scores, "scores").astype(float), _labels(labels)
-    _check_same_rows(scores, labels, "scores", "labels", s.size, y.size)
-    keep = ~np.isnan(y)
-    return _pr_auc(_score_array(s[keep]), y[keep] == 1.0)
+    return _pr_auc(*_ranked(scores, labels))
 
 
 def _pr_auc(s: np.ndarray, pos: np.ndarray) -> float:
