@@ -3,6 +3,8 @@
     python benchmarks/bench_skab.py                 # full run: 34 files x 2 models (minutes)
     python benchmarks/bench_skab.py --files 3       # the first 3 files only (a smoke run)
     python benchmarks/bench_skab.py --json skab.json
+    python benchmarks/bench_skab.py --select anomaly-free                # label-free selection + test (~14 min)
+    python benchmarks/bench_skab.py --select anomaly-free --select-only  # the selection table only
 
 Data: ``skab/`` in the shared data folder (``$MSDA_SHARED_DATA`` or ``../shared/data`` beside
 the checkout; ``--data DIR`` names it directly): the 34 labelled files of ``valve1/``,
