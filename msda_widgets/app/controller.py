@@ -777,20 +777,20 @@ class Controller:
         """Change the profile's window length (rows), growth / decay threshold (standard deviations
         of each sensor's steps) and the suggestion's maximum correlation; recomputes what they
         change. A refused value is reported in the status line and the previous one is kept."""
-        from ..engine.profile import _check_fraction
+        from ..engine.profile import check_fraction
         if max_correlation is not None:
-            max_correlation = _check_fraction(max_correlation, "max_correlation", low_open=True)
+            max_correlation = check_fraction(max_correlation, "max_correlation", low_open=True)
         if (window is not None or threshold is not None) and self._frame is not None:
             w = self.state.profile_window if window is None else window
             ok = self._refresh_profile(window=w, threshold=threshold)
             if not ok:
                 return False
         elif window is not None or threshold is not None:  # no data yet: just validate and keep
-            from ..engine.profile import _check_window
+            from ..engine.profile import check_window
             from ..errors import ConfigError
             with self.state.hold_trait_notifications():
                 if window is not None:
-                    self.state.profile_window = _check_window(window, 10 ** 12)
+                    self.state.profile_window = check_window(window, 10 ** 12)
                 if threshold is not None:
                     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
                             or not np.isfinite(threshold) or threshold < 0:

@@ -52,6 +52,8 @@ __all__ = [
     "features",
     "FEATURE_NAMES",
     "SUMMARY_COLUMNS",
+    "check_window",
+    "check_fraction",
     "drift_window",
     "MIN_DRIFT_ROWS",
     "MAX_DRIFT_WINDOWS",
@@ -175,7 +177,7 @@ class SensorProfile:
         (rows with either value missing are left out; NaN with fewer than two pairs or a
         constant sensor in the window, and in the first ``window - 1`` rows)."""
         ia, ib = self._position(a), self._position(b)
-        w = self.window if window is None else _check_window(window, self.n_rows)
+        w = self.window if window is None else check_window(window, self.n_rows)
         xa = pd.Series(self.values[:, ia])
         xb = pd.Series(self.values[:, ib])
         r = xa.rolling(w, min_periods=2).corr(xb).to_numpy(copy=True)
@@ -205,8 +207,8 @@ class SensorProfile:
         is changed; apply the result with ``Detector(sensors=suggestion.sensors)`` or the
         dashboard's "Use suggested sensors" button.
         """
-        max_correlation = _check_fraction(max_correlation, "max_correlation", low_open=True)
-        min_activity = _check_fraction(min_activity, "min_activity")
+        max_correlation = check_fraction(max_correlation, "max_correlation", low_open=True)
+        min_activity = check_fraction(min_activity, "min_activity")
         if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1):
             raise ConfigError(f"top must be a whole number of at least 1 (or None for no limit); got {top!r}.")
         summ = self.summary
@@ -289,7 +291,9 @@ class SensorProfile:
 # validation
 # ------------------------------------------------------------------------------------------------
 
-def _check_window(window: Any, n_rows: int, name: str = "window") -> int:
+def check_window(window: Any, n_rows: int, name: str = "window") -> int:
+    """``window`` as an int of at least 2 rows and at most ``n_rows``, or a ConfigError that says so
+    (also used by the dashboard to validate its controls before computing)."""
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)):
         raise ConfigError(f"{name} must be a whole number of rows (at least 2); got {window!r}.")
     window = int(window)
@@ -301,7 +305,8 @@ def _check_window(window: Any, n_rows: int, name: str = "window") -> int:
     return window
 
 
-def _check_fraction(value: Any, name: str, low_open: bool = False) -> float:
+def check_fraction(value: Any, name: str, low_open: bool = False) -> float:
+    """``value`` as a float in [0, 1] (``(0, 1]`` with ``low_open``), or a ConfigError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"{name} must be a number between 0 and 1; got {value!r}.")
     value = float(value)
@@ -579,7 +584,7 @@ def profile_sensors(data: Any, *, window: int = 30, threshold: float = 1.0, step
     t0 = time.perf_counter()
     X, index, names = _as_table(data, sensors)
     T, S = X.shape
-    window = _check_window(window, T)
+    window = check_window(window, T)
     if step is None:
         step = window
     elif isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step <= T:
