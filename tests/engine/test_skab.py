@@ -82,3 +82,31 @@ def test_skab_protocol_on_three_files(shared_data):
     text = bench.report(out, len(picked), "test")
     assert "Conv-AE | 0.78 | 13.6 | 28.0" in text
     assert "chosen by looking at the test labels" in text
+
+
+def _notebook_flags(scores: np.ndarray, train_rows: int = 400, steps: int = 60) -> np.ndarray:
+    """SKAB's Conv-AE notebook, loop by loop: window residuals, UCL = 4/3 x q(0.999) of the training
+    windows, row i flagged when all windows i-59 .. i-1 are anomalous."""
+    import pandas as pd
+    n_windows = len(scores) - steps + 1
+    resid = np.array([scores[j:j + steps].mean() for j in range(n_windows)])
+    ucl = pd.Series(resid[: train_rows - steps + 1]).quantile(0.999) * 4 / 3
+    anomalous = resid > ucl
+    flags = np.zeros(len(scores), dtype=bool)
+    for i in range(steps - 1, n_windows - steps + 1):
+        if np.all(anomalous[i - steps + 1:i]):
+            flags[i] = True
+    return flags
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conv_ae_post_processing_matches_the_notebooks_loop(seed):
+    bench = load_bench()
+    rng = np.random.default_rng(seed)
+    scores = rng.gamma(2.0, 1.0, size=1100)
+    start = int(rng.integers(450, 800))
+    scores[start:start + int(rng.integers(150, 250))] += 5.0  # a sustained anomaly, well above the noise
+    flags, ucl = bench.conv_ae_flags(scores)
+    assert np.array_equal(flags, _notebook_flags(scores))
+    assert ucl > 0 and flags.any()  # the sustained anomaly is found...
+    assert not flags[:59].any() and not flags[-118:].any()  # ...and the loop bounds are kept
