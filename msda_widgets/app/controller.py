@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -511,6 +512,13 @@ class Controller:
     # -- labels and classroom (issue 7) ---------------------------------------------------------
     #: The teacher's code (classroom mode); kept here only, never in the state the views render.
     _teacher_code: Optional[str] = None
+    #: Wrong codes allowed before the switch locks, and for how long it locks (seconds). Every
+    #: visitor has a kernel (and so a controller) of their own: this limits guessing per page.
+    CODE_TRIES = 5
+    CODE_LOCK_S = 60.0
+    _code_failures: int = 0
+    _code_locked_until: float = 0.0
+    _clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def _update_metrics(self) -> None:
         """Grade the current flags against the labels: ``state.metrics`` (replaced, never mutated).
@@ -559,11 +567,24 @@ class Controller:
         s = self.state
         if reveal and s.classroom and self._teacher_code is not None:
             import hmac
+            wait = self._code_locked_until - self._clock()
+            if wait > 0:
+                self._say(f"Too many wrong codes: the answers switch is locked for {math.ceil(wait)} s more.",
+                          "warning")
+                return False
             given = "" if code is None else str(code)
             if not hmac.compare_digest(given.encode("utf-8"), self._teacher_code.encode("utf-8")):
+                self._code_failures += 1
+                if self._code_failures >= self.CODE_TRIES:
+                    self._code_failures = 0
+                    self._code_locked_until = self._clock() + self.CODE_LOCK_S
+                    self._say(f"That is not the teacher's code, and that was {self.CODE_TRIES} wrong codes in "
+                              f"a row: the answers switch is locked for {self.CODE_LOCK_S:.0f} s.", "warning")
+                    return False
                 self._say("That is not the teacher's code, so the answers stay hidden. Teacher: type the "
                           "code given to msda-widgets --teacher-code, then switch again.", "warning")
                 return False
+            self._code_failures = 0
         if reveal == s.reveal_truth:
             return True
         s.reveal_truth = reveal

@@ -68,7 +68,8 @@ class Dashboard:
     students on a shared Voila server (each visitor has a kernel of their own, all see the same
     page) cannot reveal the answers; the teacher reveals them on their own (projected) page.
     Without it the switch is a plain switch, for a notebook or the teacher's own screen. The code
-    keeps honest students from peeking; it is not a password system (no lock-out after wrong tries).
+    keeps honest students from peeking (five wrong codes lock a page's switch for a minute); it is
+    not a password system.
     """
 
     def __init__(self, data: Any = None, *, theme: str = "light", warm_up: bool = True,

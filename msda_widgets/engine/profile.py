@@ -67,7 +67,14 @@ FEATURE_NAMES = ("mean", "std", "mean_change", "mean_rate", "std_change", "std_r
 SUMMARY_COLUMNS = ("n_values", "n_missing", "mean", "std", "min", "max",
                    "increase", "decrease", "equal", "activity",
                    "max_rate", "max_rate_scaled", "max_rate_relative",
-                   "growth", "decay", "mean_window_std", "moves_with", "agreement")
+                   "growth", "decay", "mean_window_std", "moves_with", "relation", "agreement")
+#: ``moves_with``: the other sensor it moves most consistently with, the same way or the opposite
+#: way: the partner with the highest ``max(agreement, opposition)`` share (ties: same way, then the
+#: first sensor). ``relation``: ``"same"`` when that share is the partner's ``agreement`` (steps in
+#: which both go up, both down or both stay equal), ``"opposite"`` when it is its ``opposition``
+#: (steps in which one goes up and the other down), larger. ``agreement``: that share for the
+#: chosen relation (0 ... 1, over the steps both sensors have). ``""`` / ``""`` / NaN for a sensor
+#: without a partner (a single sensor, or no step shared with another).
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +109,9 @@ class SensorProfile:
     ``window_std_rate``, ``window_growth``, ``window_decay``, ``window_count`` (values present).
     Between sensors (sensors x sensors): ``correlation`` (Pearson, pairwise-complete rows),
     ``agreement`` (share of steps in which two sensors move in the same direction: both up,
-    both down or both unchanged) and ``correlation_drift`` (standard deviation, ddof=1, of the
+    both down or both unchanged), ``opposition`` (share of steps in which they move in opposite
+    directions: one up and the other down; a step where only one is unchanged counts in neither)
+    and ``correlation_drift`` (standard deviation, ddof=1, of the
     correlation over the non-overlapping windows of ``drift_window`` rows: how much it shifts;
     ``drift_window`` is ``window``, but at least :data:`MIN_DRIFT_ROWS` rows and long enough for
     at most :data:`MAX_DRIFT_WINDOWS` windows, see :func:`drift_window`).
@@ -130,6 +139,7 @@ class SensorProfile:
     correlation: pd.DataFrame = field(repr=False)
     agreement: pd.DataFrame = field(repr=False)
     correlation_drift: pd.DataFrame = field(repr=False)
+    opposition: Optional[pd.DataFrame] = field(default=None, repr=False)
     drift_window: int = 0                     # rows per window of correlation_drift
     seconds: float = 0.0
 
@@ -439,24 +449,38 @@ def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a3.transpose(0, 2, 1) @ b3).sum(axis=0)
 
 
-def _pair_counts(masks: list[np.ndarray]) -> np.ndarray:
-    """(S, S) sum over the boolean (T, S) masks of the rows where both columns are True."""
+def _pair_counts(masks: list[np.ndarray], others: Optional[list[np.ndarray]] = None) -> np.ndarray:
+    """(S, S) sum over the boolean (T, S) masks of the rows where both columns are True: entry
+    ``[i, j]`` counts the rows with ``masks[k][:, i]`` and ``others[k][:, j]`` (``others``: the
+    masks themselves unless given; a cross count is not symmetric)."""
+    others = masks if others is None else others
     if hasattr(np, "bitwise_count"):  # numpy >= 2: popcount of packed bits, ~10x less work
         total = np.zeros((masks[0].shape[1],) * 2, dtype=np.int64)
-        for m in masks:
+        for m, o in zip(masks, others):
             bits = np.packbits(np.ascontiguousarray(m.T), axis=1)          # (S, T / 8)
-            total += np.bitwise_count(bits[:, None, :] & bits[None, :, :]).sum(axis=2, dtype=np.int64)
+            obits = bits if o is m else np.packbits(np.ascontiguousarray(o.T), axis=1)
+            total += np.bitwise_count(bits[:, None, :] & obits[None, :, :]).sum(axis=2, dtype=np.int64)
         return total.astype(np.float64)
-    return sum(_gram(m.astype(np.float64), m.astype(np.float64)) for m in masks)  # pragma: no cover
+    return sum(_gram(m.astype(np.float64), o.astype(np.float64)) for m, o in zip(masks, others))  # pragma: no cover
+
+
+def _pairwise_directions(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S) shares of the steps where both sensors are defined in which they move the same way
+    (both up, both down or both equal) and the opposite way (one up, the other down); NaN for a
+    pair without a common step."""
+    valid = np.isfinite(d)
+    up, down = d > 0, d < 0
+    same = _pair_counts([up, down, d == 0])
+    up_down = _pair_counts([up], [down])                 # [i, j]: i up while j goes down
+    opposite = up_down + up_down.T                       # ... plus i down while j goes up
+    n = np.full(same.shape, float(len(d))) if valid.all() else _pair_counts([valid])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, same / n, np.nan), np.where(n > 0, opposite / n, np.nan)
 
 
 def _pairwise_agreement(d: np.ndarray) -> np.ndarray:
     """(S, S) share of steps where both sensors are defined and move the same way."""
-    valid = np.isfinite(d)
-    same = _pair_counts([d > 0, d < 0, d == 0])
-    n = np.full(same.shape, float(len(d))) if valid.all() else _pair_counts([valid])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(n > 0, same / n, np.nan)
+    return _pairwise_directions(d)[0]
 
 
 def _correlation(X: np.ndarray) -> np.ndarray:
@@ -657,13 +681,15 @@ def profile_sensors(data: Any, *, window: int = 30, threshold: float = 1.0, step
     corr_np = _correlation(X)
     corr_np[~np.isfinite(corr_np)] = np.nan
     correlation = pd.DataFrame(np.clip(corr_np, -1.0, 1.0), index=cols.copy(), columns=cols.copy())
-    agree = _pairwise_agreement(d)
+    agree, oppose = _pairwise_directions(d)
     d_window = drift_window(window, T)
     drift = _correlation_drift(X, d_window)
-    agree_off = agree.copy()
-    np.fill_diagonal(agree_off, np.nan)
-    has_partner = np.isfinite(agree_off).any(axis=1) if S > 1 else np.zeros(S, dtype=bool)
-    partner = np.where(has_partner, np.argmax(np.nan_to_num(agree_off, nan=-1.0), axis=1), -1)
+    # the partner: the highest share of same-way or opposite-way steps (ties: same way)
+    opposite_wins = oppose > agree                        # NaN compares False
+    tied = np.where(opposite_wins, oppose, agree)
+    np.fill_diagonal(tied, np.nan)
+    has_partner = np.isfinite(tied).any(axis=1) if S > 1 else np.zeros(S, dtype=bool)
+    partner = np.where(has_partner, np.argmax(np.nan_to_num(tied, nan=-1.0), axis=1), -1)
 
     has_std = np.isfinite(w_std)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -681,7 +707,9 @@ def profile_sensors(data: Any, *, window: int = 30, threshold: float = 1.0, step
         "growth": growth_steps.sum(axis=0), "decay": decay_steps.sum(axis=0),
         "mean_window_std": mean_window_std,
         "moves_with": [names[j] if j >= 0 else "" for j in partner],
-        "agreement": [agree_off[i, j] if j >= 0 else np.nan for i, j in enumerate(partner)],
+        "relation": [("opposite" if opposite_wins[i, j] else "same") if j >= 0 else ""
+                     for i, j in enumerate(partner)],
+        "agreement": [tied[i, j] if j >= 0 else np.nan for i, j in enumerate(partner)],
     }, index=cols.copy())
 
     return SensorProfile(
@@ -693,6 +721,7 @@ def profile_sensors(data: Any, *, window: int = 30, threshold: float = 1.0, step
         window_growth=wframe(w_growth), window_decay=wframe(w_decay), window_count=wframe(w_count),
         correlation=correlation,
         agreement=pd.DataFrame(agree, index=cols.copy(), columns=cols.copy()),
+        opposition=pd.DataFrame(oppose, index=cols.copy(), columns=cols.copy()),
         correlation_drift=pd.DataFrame(drift, index=cols.copy(), columns=cols.copy()), drift_window=d_window,
         seconds=time.perf_counter() - t0,
     )

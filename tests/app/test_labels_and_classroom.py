@@ -195,6 +195,29 @@ def test_teacher_code_is_asked_and_a_wrong_one_is_refused(small):
     assert c.set_reveal_truth(False) is True and not s.reveal_truth  # hiding needs no code
 
 
+def test_wrong_codes_lock_the_switch_for_a_while(small):
+    dash = Dashboard(small, classroom=True, teacher_code="owl-42", warm_up=False, **FAST)
+    s, c = dash.state, dash.controller
+    now = [1000.0]
+    c._clock = lambda: now[0]
+    for _ in range(c.CODE_TRIES - 1):
+        assert c.set_reveal_truth(True, "guess") is False
+    assert "locked" not in s.message
+    assert c.set_reveal_truth(True, "guess") is False        # the fifth wrong code in a row
+    assert "locked for 60 s" in s.message
+    assert c.set_reveal_truth(True, "owl-42") is False and not s.reveal_truth  # even the right code waits
+    assert "locked for 60 s more" in s.message
+    now[0] += 30
+    assert c.set_reveal_truth(True, "owl-42") is False and "30 s more" in s.message
+    now[0] += 31
+    assert c.set_reveal_truth(True, "owl-42") is True and s.reveal_truth
+    # a right code resets the count: four more wrong ones do not lock
+    c.set_reveal_truth(False)
+    for _ in range(c.CODE_TRIES - 1):
+        c.set_reveal_truth(True, "guess")
+    assert "locked" not in s.message
+
+
 def test_teacher_code_needs_classroom_and_cannot_be_empty(small):
     with pytest.raises(ValueError, match="classroom=True"):
         Dashboard(small, teacher_code="owl", warm_up=False)
