@@ -61,7 +61,8 @@ def _guarded(method: Callable) -> Callable:
     return wrapper
 
 
-_BOOL_METHODS = {"load", "load_upload", "update_settings", "set_time_column", "train"}
+_BOOL_METHODS = {"load", "load_upload", "update_settings", "set_time_column", "train", "set_reveal_truth",
+                 "apply_suggested_sensors", "set_profile_options"}
 
 
 class Controller:

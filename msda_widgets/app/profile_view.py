@@ -6,8 +6,9 @@ It renders ``state.profile`` (an :class:`msda_widgets.engine.profile.SensorProfi
 * a compact per-sensor table: a sparkline of the window means (inline SVG, one string for the
   whole table: cheap to rebuild), the step directions (increase / decrease / equal), the largest
   rate of change relative to the other sensors, growth / decay counts, the sensor it moves with
-  most often, missing values and the suggestion (kept, or why not);
-* a heat map between sensors (correlation, co-movement or correlation drift); a click on a cell
+  (or against) most consistently, missing values and the suggestion (kept, or why not);
+* a heat map between sensors (correlation, co-movement, opposite movement or correlation drift);
+  a click on a cell
   charts that pair's rolling correlation over time;
 * the window length, growth / decay threshold and maximum correlation controls, and a
   "Use suggested sensors" button that hands the suggestion to the detector's sensor selection.
@@ -34,6 +35,7 @@ __all__ = ["ProfileView", "MATRICES", "ORDERS", "SPARK_POINTS", "PLACEHOLDER"]
 MATRICES = {
     "correlation": ("correlation", True),
     "co-movement": ("agreement", False),
+    "opposite movement": ("opposition", False),
     "correlation drift": ("correlation_drift", False),
 }
 #: Table orders: label -> (column of the table data, descending?).
@@ -153,7 +155,9 @@ class ProfileView:
             options=list(MATRICES), value="correlation", description="Show",
             layout=widgets.Layout(width="230px"), style={"description_width": "40px"},
             tooltip="correlation: Pearson r of the values; co-movement: share of steps in which two sensors "
-                    "move the same way; correlation drift: how much r changes from window to window.")
+                    "move the same way (both up, both down or both flat); opposite movement: share of steps "
+                    "in which one goes up and the other down; correlation drift: how much r changes from "
+                    "window to window.")
         self.matrix.observe(lambda _c: self._render_matrix(), names="value")
         diverging = list(p.diverging)
         self.heatmap, self.heatmap_colours, self.heatmap_figure = _heatmap(
@@ -337,7 +341,10 @@ class ProfileView:
                                                            "× = relative to the typical sensor, in its own std"),
                                      ("growth / decay", "right", f"steps beyond ±{prof.threshold:g} σ of the "
                                                                  "sensor's own steps"),
-                                     ("moves with", "left", "the sensor it most often moves the same way as"),
+                                     ("moves with", "left", "the sensor it moves with most consistently, and "
+                                                            "the share of their common steps: the same way "
+                                                            "(both up, both down or both flat), or 'against' "
+                                                            "it: the opposite way (one up, the other down)"),
                                      ("missing", "right", "missing values (before imputation they were filled)"),
                                      ("suggestion", "left", "why the sensor is suggested or left out"))) + "</tr>")
         rows = []
@@ -367,8 +374,7 @@ class ProfileView:
                 f" <span style='color:{muted}'>({_fmt(rel, 2)}×)</span></td>"
                 f"<td style='padding:1px 6px;text-align:right;white-space:nowrap'>"
                 f"{int(r['growth']):,} / {int(r['decay']):,}</td>"
-                f"<td style='padding:1px 6px;white-space:nowrap'>{html.escape(str(r['moves_with']))}"
-                f" <span style='color:{muted}'>({_fmt_pct(r['agreement'])})</span></td>"
+                f"<td style='padding:1px 6px;white-space:nowrap'>{_moves_with(r, muted)}</td>"
                 f"<td style='padding:1px 6px;text-align:right'>{int(r['n_missing']):,}</td>"
                 f"<td style='padding:1px 6px;white-space:nowrap'>{html.escape(why)}</td></tr>")
         self.table.value = (f"<table style='border-collapse:collapse;font-size:12px;color:{text}'>"
@@ -435,6 +441,16 @@ class ProfileView:
         prof = s.profile
         w = prof.window if prof is not None else ""
         self.pair_figure.title = f"Rolling correlation ({w}-row window): {pair[0]} × {pair[1]}"
+
+
+def _moves_with(r: Any, muted: str) -> str:
+    """The "moves with" cell of a summary row: ``pressure (93%)`` for a same-way partner,
+    ``against humidity (94%)`` for an opposite-way one, "–" without a partner."""
+    partner = str(r["moves_with"])
+    if not partner:
+        return "–"
+    against = f"<i style='color:{muted}'>against</i> " if r["relation"] == "opposite" else ""
+    return f"{against}{html.escape(partner)} <span style='color:{muted}'>({_fmt_pct(r['agreement'])})</span>"
 
 
 def _fmt_pct(v: Any) -> str:

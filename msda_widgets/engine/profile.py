@@ -64,10 +64,6 @@ FEATURE_NAMES = ("mean", "std", "mean_change", "mean_rate", "std_change", "std_r
                  "growth", "decay", "count")
 
 #: Columns of :attr:`SensorProfile.summary` (one row per sensor).
-SUMMARY_COLUMNS = ("n_values", "n_missing", "mean", "std", "min", "max",
-                   "increase", "decrease", "equal", "activity",
-                   "max_rate", "max_rate_scaled", "max_rate_relative",
-                   "growth", "decay", "mean_window_std", "moves_with", "relation", "agreement")
 #: ``moves_with``: the other sensor it moves most consistently with, the same way or the opposite
 #: way: the partner with the highest ``max(agreement, opposition)`` share (ties: same way, then the
 #: first sensor). ``relation``: ``"same"`` when that share is the partner's ``agreement`` (steps in
@@ -75,6 +71,10 @@ SUMMARY_COLUMNS = ("n_values", "n_missing", "mean", "std", "min", "max",
 #: (steps in which one goes up and the other down), larger. ``agreement``: that share for the
 #: chosen relation (0 ... 1, over the steps both sensors have). ``""`` / ``""`` / NaN for a sensor
 #: without a partner (a single sensor, or no step shared with another).
+SUMMARY_COLUMNS = ("n_values", "n_missing", "mean", "std", "min", "max",
+                   "increase", "decrease", "equal", "activity",
+                   "max_rate", "max_rate_scaled", "max_rate_relative",
+                   "growth", "decay", "mean_window_std", "moves_with", "relation", "agreement")
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,8 +138,8 @@ class SensorProfile:
     window_count: pd.DataFrame = field(repr=False)
     correlation: pd.DataFrame = field(repr=False)
     agreement: pd.DataFrame = field(repr=False)
+    opposition: pd.DataFrame = field(repr=False)
     correlation_drift: pd.DataFrame = field(repr=False)
-    opposition: Optional[pd.DataFrame] = field(default=None, repr=False)
     drift_window: int = 0                     # rows per window of correlation_drift
     seconds: float = 0.0
 

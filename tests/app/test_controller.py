@@ -233,3 +233,14 @@ def test_no_label_column_means_none(ctl):
     assert "anomaly" in ctl.state.series.sensors  # the user said it is not a label: it is data now
     ctl.set_label_column("anomaly")
     assert ctl.state.label_column == "anomaly" and ctl.state.series.labels is not None
+
+
+def test_guarded_methods_that_answer_true_or_false_answer_false_on_an_unexpected_error(monkeypatch):
+    from msda_widgets.app import controller as module
+    for name in module._BOOL_METHODS:
+        assert callable(getattr(Controller, name)), name   # no stale names in the set
+    c = Controller(warm_up=False)
+    c.load(datasets.demo())
+    monkeypatch.setattr(module, "DetectorConfig", None)      # any update_settings now fails inside
+    assert c.update_settings(epochs=3) is False
+    assert c.state.level == "error" and c.state.message.startswith("Something went wrong")
