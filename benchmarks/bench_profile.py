@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     limits = [0.9, 0.97, 0.8, 0.95]
     rows.append(("max |r| of the suggestion changed",
                  _times(lambda i: setattr(view.max_correlation, "value", limits[i % len(limits)]), args.repeats)))
-    matrices = ["co-movement", "correlation drift", "correlation"]
-    rows.append(("heat map switched (correlation / co-movement / drift)",
+    matrices = ["co-movement", "opposite movement", "correlation drift", "correlation"]
+    rows.append(("heat map switched (correlation / co-movement / opposite / drift)",
                  _times(lambda i: setattr(view.matrix, "value", matrices[i % 3]), args.repeats)))
     sensors = list(state.profile.sensors)
     rows.append(("heat-map cell clicked -> rolling correlation of that pair",

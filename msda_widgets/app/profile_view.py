@@ -8,8 +8,7 @@ It renders ``state.profile`` (an :class:`msda_widgets.engine.profile.SensorProfi
   rate of change relative to the other sensors, growth / decay counts, the sensor it moves with
   (or against) most consistently, missing values and the suggestion (kept, or why not);
 * a heat map between sensors (correlation, co-movement, opposite movement or correlation drift);
-  a click on a cell
-  charts that pair's rolling correlation over time;
+  a click on a cell charts that pair's rolling correlation over time;
 * the window length, growth / decay threshold and maximum correlation controls, and a
   "Use suggested sensors" button that hands the suggestion to the detector's sensor selection.
 

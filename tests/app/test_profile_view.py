@@ -182,6 +182,28 @@ def test_view_draws_the_table_heatmap_and_pair(loaded):
     assert "rows × 5 sensors" in view.info.value and "per 10 min" in view.info.value
 
 
+def test_the_table_names_opposite_movers_and_the_heatmap_shows_opposition():
+    frame = _frame()
+    frame["drain"] = -frame["flow"] + 0.05 * np.random.default_rng(1).standard_normal(len(frame))
+    c = Controller(settings=FAST)
+    assert c.load(frame, name="plant")
+    view = ProfileView(c.state, c)
+    view.activate()
+    prof = c.state.profile
+    summ = prof.summary
+    assert summ.loc["drain", "relation"] == "opposite" and summ.loc["drain", "moves_with"] in ("flow", "flow_copy")
+    assert summ.loc["flow", "relation"] == "same" and summ.loc["flow", "moves_with"] == "flow_copy"
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr[^>]*>.*?</span> (\w+)</td>.*?</tr>",
+                                                         view.table.value.split("<tbody>")[1])}
+    pct = f"{summ.loc['drain', 'agreement']:.0%}"
+    assert re.search(rf"against</i> {summ.loc['drain', 'moves_with']} <span[^>]*>\({pct}\)", rows["drain"])
+    assert re.search(rf"<td[^>]*>flow_copy <span[^>]*>\({summ.loc['flow', 'agreement']:.0%}\)", rows["flow"])
+    assert "against" not in rows["flow"]
+    view.matrix.value = "opposite movement"
+    np.testing.assert_allclose(view.heatmap.color, prof.opposition.to_numpy())
+    assert "opposite movement" in view.heatmap_figure.title
+
+
 def test_view_controls_go_through_the_controller(loaded):
     view = ProfileView(loaded.state, loaded)
     view.activate()

@@ -161,11 +161,62 @@ def test_correlation_agreement_and_drift_match_pandas(df):
     per_window = np.stack([x.iloc[k * dw:(k + 1) * dw].corr().to_numpy() for k in range(len(x) // dw)])
     drift = pd.DataFrame(per_window.reshape(len(per_window), -1)).std().to_numpy().reshape(3, 3)
     np.testing.assert_allclose(prof.correlation_drift.to_numpy(), drift, atol=1e-12)
-    off = prof.agreement.to_numpy().copy()
+    same, opposite = prof.agreement.to_numpy(), prof.opposition.to_numpy()
+    off = np.maximum(same, opposite)
     np.fill_diagonal(off, -1)
     best = off.argmax(axis=1)
     assert list(prof.summary["moves_with"]) == [prof.sensors[j] for j in best]
     np.testing.assert_allclose(prof.summary["agreement"], off[np.arange(3), best])
+    assert list(prof.summary["relation"]) == ["opposite" if opposite[i, j] > same[i, j] else "same"
+                                              for i, j in enumerate(best)]
+
+
+def test_opposition_matches_a_loop_with_missing_values():
+    x = pd.DataFrame({"a": [1.0, 2.0, 1.0, 1.0, np.nan, 3.0, 2.0, 4.0, 4.0, 5.0],
+                      "b": [5.0, 4.0, 4.0, 6.0, 5.0, 3.0, np.nan, 1.0, 2.0, 2.0],
+                      "c": [0.0, 0.0, 1.0, 0.0, 0.0, np.nan, 2.0, 1.0, 0.0, 0.0]})
+    prof = profile_sensors(x, window=3)
+    d = x.diff().iloc[1:]
+    for a in x.columns:
+        for b in x.columns:
+            opposite = n = same = 0
+            for da, db in zip(d[a], d[b]):
+                if np.isnan(da) or np.isnan(db):
+                    continue                              # pairwise-valid steps only
+                n += 1
+                opposite += (da > 0 and db < 0) or (da < 0 and db > 0)
+                same += np.sign(da) == np.sign(db)
+            assert prof.opposition.loc[a, b] == pytest.approx(opposite / n), (a, b)
+            assert prof.agreement.loc[a, b] == pytest.approx(same / n), (a, b)
+    # a, b steps: (1, -1) opposite, (-1, 0), (0, 2), (0, 1), (1, 0); four steps miss one of them
+    assert prof.opposition.loc["a", "b"] == pytest.approx(1 / 5)
+    assert prof.agreement.loc["a", "b"] == 0.0
+    np.testing.assert_array_equal(np.diag(prof.opposition), 0.0)
+    pd.testing.assert_frame_equal(prof.opposition, prof.opposition.T)
+    assert list(prof.opposition.index) == list(prof.opposition.columns) == ["a", "b", "c"]
+
+
+def test_an_opposite_mover_gets_its_partner_with_relation_opposite():
+    rng = np.random.default_rng(3)
+    base = np.cumsum(rng.standard_normal(400))
+    x = pd.DataFrame({"noise": rng.standard_normal(400),
+                      "up": base + 0.05 * rng.standard_normal(400),
+                      "twin": 2 * base + 0.05 * rng.standard_normal(400),
+                      "against": -base + 0.05 * rng.standard_normal(400),
+                      "other": np.cumsum(rng.standard_normal(400))})
+    x.iloc[[10, 11, 200], 3] = np.nan
+    s = profile_sensors(x, window=20).summary
+    assert s.loc["against", "moves_with"] in ("up", "twin") and s.loc["against", "relation"] == "opposite"
+    partner = s.loc["against", "moves_with"]
+    prof = profile_sensors(x, window=20)
+    assert s.loc["against", "agreement"] == prof.opposition.loc["against", partner] > 0.9
+    assert prof.agreement.loc["against", partner] < 0.1    # by the same-way share alone it was no partner
+    assert (s.loc["up", "moves_with"], s.loc["up", "relation"]) == ("twin", "same")
+    assert s.loc["up", "agreement"] == prof.agreement.loc["up", "twin"]
+    assert set(s["relation"]) <= {"same", "opposite"}
+    single = profile_sensors(x[["up"]], window=20).summary
+    assert (single.loc["up", "moves_with"], single.loc["up", "relation"]) == ("", "")
+    assert np.isnan(single.loc["up", "agreement"])
 
 
 def test_correlation_and_agreement_without_missing_values_match_pandas(df):
@@ -176,6 +227,8 @@ def test_correlation_and_agreement_without_missing_values_match_pandas(df):
     expected = np.array([[(sign[a] == sign[b]).mean() for b in x.columns] for a in x.columns])
     np.testing.assert_allclose(prof.agreement.to_numpy(), expected)
     assert prof.agreement.loc["steps", "steps_copy"] == 1.0
+    opposite = np.array([[((sign[a] * sign[b]) < 0).mean() for b in x.columns] for a in x.columns])
+    np.testing.assert_allclose(prof.opposition.to_numpy(), opposite)
 
 
 def test_drift_window_bounds_and_long_windows():
