@@ -155,6 +155,8 @@ def test_a_50_mb_upload_is_refused_in_the_browser_and_the_work_is_kept(
     assert anomaly_count(page) == before
     click_a_red_point(page)
     expect(page.locator(".msda-explain-bars g.bargroup rect.bar")).to_have_count(DEMO_SENSORS, timeout=_ms(STEP_S))
+    # the bars' sensor names are drawn last: wait for them, so that the screenshot shows the chart
+    expect(page.locator(".msda-explain-bars .axis text", has_text="voltage").first).to_be_visible(timeout=_ms(STEP_S))
     screenshot(page, artifacts, "upload-refused.png")
 
 
