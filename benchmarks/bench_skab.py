@@ -389,6 +389,16 @@ def select(root: Path, models: Iterable[str], log=print) -> dict:
     return {"table": table_, "chosen": chosen, "zscore": zscore}
 
 
+def score_with_all(df, scorers: dict, seconds: dict) -> dict:
+    """Each scorer's ``l2`` row scores of one file; adds each scorer's time to ``seconds``."""
+    scores = {}
+    for key, scorer in scorers.items():
+        t0 = time.perf_counter()
+        scores[key] = scorer(df)["l2"]
+        seconds[key] += time.perf_counter() - t0
+    return scores
+
+
 def run_selected(files: list[Path], sel: dict, log=print) -> dict:
     """The SKAB protocol for the defaults and the chosen configurations, each with its base
     threshold (m = 1) and its calibrated multipliers. Returns ``{row label: Pooled}`` in order."""
@@ -414,11 +424,7 @@ def run_selected(files: list[Path], sel: dict, log=print) -> dict:
     for i, path in enumerate(files):
         df = read_skab(path)
         labels = df["anomaly"].to_numpy(dtype=float)
-        scores = {}
-        for key, scorer in scorers.items():
-            t0 = time.perf_counter()
-            scores[key] = scorer(df)["l2"]
-            seconds[key] += time.perf_counter() - t0
+        scores = score_with_all(df, scorers, seconds)
         for name, label, key, m in entries:
             s = scores[key]
             thr = m * compute_threshold(s[:TRAIN_ROWS], "quantile", BASE_QUANTILE)
@@ -540,11 +546,7 @@ def run_skab_conv_ae(files: list[Path], models: Iterable[str], log=print) -> dic
     for i, path in enumerate(files):
         df = read_skab(path)
         labels = df["anomaly"].to_numpy(dtype=float)
-        scores = {}
-        for key, scorer in scorers.items():
-            t0 = time.perf_counter()
-            scores[key] = scorer(df)["l2"]
-            seconds[key] += time.perf_counter() - t0
+        scores = score_with_all(df, scorers, seconds)
         for name, key in configs:
             s = scores[key]
             flags, _ = conv_ae_flags(s)
