@@ -430,6 +430,8 @@ def evaluate(scores_or_flags: Any, labels: Any, *, threshold: Optional[float] = 
         source = source.scores
         if threshold is None and detection_threshold is not None:
             threshold = float(detection_threshold)
+    if isinstance(source, pd.Series) and isinstance(source.dtype, pd.BooleanDtype):
+        source = source.fillna(False).astype(bool)   # nullable flags: NA (no decision) = not flagged
     values = _values(source, "scores_or_flags")
     y = _labels(labels)
     _check_same_rows(source, labels, "scores_or_flags", "labels", values.size, y.size)
@@ -452,20 +454,24 @@ def evaluate(scores_or_flags: Any, labels: Any, *, threshold: Optional[float] = 
     n_unscored = int(np.count_nonzero(nan_scores & labelled))
     keep = labelled & ~nan_scores if unscored == "ignore" else labelled
     pos = y[keep] == 1.0
+    # Events are runs of label 1 in the rows as given: an unlabelled row ends a run (as in
+    # find_events), and dropped rows never join two runs; delays count real rows.
+    pos_all = y == 1.0
 
     out: dict[str, Any] = dict(n_rows=int(np.count_nonzero(keep)), n_positive=int(np.count_nonzero(pos)),
                                n_unscored=n_unscored, n_unlabelled=n_unlabelled, unscored=unscored,
-                               threshold=threshold, n_events=int(len(_events(pos))))
+                               threshold=threshold, n_events=int(len(_events(pos_all))))
     if flags is not None:
-        f = flags[keep]
+        f_all = flags & keep          # an ignored row is never a hit
+        f = f_all[keep]
         tp = int(np.count_nonzero(f & pos))
         fp = int(np.count_nonzero(f & ~pos))
         out.update(metrics_from_counts(tp, fp, int(np.count_nonzero(pos)) - tp,
                                        int(np.count_nonzero(~pos)) - fp))
-        ev = _event_metrics(f, pos)
+        ev = _event_metrics(f_all, pos_all)
         out.update({k: ev[k] for k in ("n_detected", "event_recall", "mean_delay", "median_delay", "delays")})
         if point_adjust:
-            adjusted = _point_adjust(f, pos)
+            adjusted = _point_adjust(f_all, pos_all)[keep]
             tp_a = int(np.count_nonzero(adjusted & pos))
             fp_a = int(np.count_nonzero(adjusted & ~pos))
             out["f1_point_adjusted"] = _ratio(2 * tp_a, tp_a + fp_a + np.count_nonzero(pos))

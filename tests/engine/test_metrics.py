@@ -306,3 +306,34 @@ def test_n_flagged_counts_the_flagged_rows():
     r = evaluate(flags, labels)
     assert r.n_flagged == 3 == r.tp + r.fp
     assert evaluate(np.array([0.1, 0.9, 0.3]), np.array([0, 1, 0])).n_flagged is None  # scores, no threshold
+
+
+def test_events_do_not_join_across_unlabelled_rows():
+    from msda_widgets.engine.metrics import evaluate, find_events
+    labels = np.array([1, 1, np.nan, 1, 1, 0, 0, 0])
+    flags = np.array([False, False, False, True, False, False, False, False])
+    assert find_events(labels).tolist() == [[0, 2], [3, 5]]
+    r = evaluate(flags, labels)
+    assert r.n_events == 2 and r.n_detected == 1 and r.event_recall == 0.5
+    assert r.delays == (None, 0)
+    assert r.n_unlabelled == 1 and r.tp == 1 and r.fn == 3
+
+
+def test_ignored_unscored_rows_keep_their_place_in_events():
+    from msda_widgets.engine.metrics import evaluate
+    scores = np.array([0.1, np.nan, 0.9, 0.1, 0.1])
+    labels = np.array([1, 1, 1, 0, 0])
+    r = evaluate(scores, labels, threshold=0.5, unscored="ignore")
+    assert r.n_events == 1 and r.delays == (2,)      # delay in real rows, the NaN row included
+    assert r.n_rows == 4 and r.tp == 1 and r.fn == 1
+    adjusted = evaluate(scores, labels, threshold=0.5, unscored="ignore", point_adjust=True)
+    assert adjusted.f1_point_adjusted == 1.0          # both scored event rows count as found
+
+
+def test_nullable_boolean_flags_are_flags():
+    from msda_widgets.engine.metrics import evaluate
+    flags = pd.Series([True, False, True, pd.NA], dtype="boolean")
+    r = evaluate(flags, [1, 0, 0, 1])
+    assert r.precision == 0.5 and r.recall == 0.5 and r.pr_auc is None   # NA = not flagged
+    plain = evaluate(np.array([True, False, True, False]), [1, 0, 0, 1])
+    assert (r.tp, r.fp, r.fn, r.tn) == (plain.tp, plain.fp, plain.fn, plain.tn)
