@@ -58,7 +58,7 @@ def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool
            # kernel (~450 MB with torch) until the idle cull. The check is off so that closing a
            # tab frees its kernel at once. The only state-changing requests this server accepts
            # are kernel shutdowns, which need the kernel's random 128-bit id.
-           '--Voila.tornado_settings={"disable_check_xsrf": True}',
+           "--Voila.tornado_settings=disable_check_xsrf=True",
            "--VoilaConfiguration.file_allowlist=.*\\.(png|jpg|gif|svg|js|css|woff2?|ttf)"]
     if not open_browser:
         cmd.append("--no-browser")
@@ -118,6 +118,11 @@ def _serve(data: Optional[str], port: int, theme: str, open_browser: bool, class
         return 2
     if teacher_code is not None and not teacher_code.strip():
         sys.stderr.write("msda-widgets: --teacher-code is empty; give a word students cannot guess.\n")
+        return 2
+    env_code = os.environ.get("MSDA_WIDGETS_TEACHER_CODE")
+    if classroom and teacher_code is None and env_code is not None and not env_code.strip():
+        sys.stderr.write("msda-widgets: MSDA_WIDGETS_TEACHER_CODE is set but blank; set it to a word "
+                         "students cannot guess, or unset it for a plain switch.\n")
         return 2
     cmd, env = voila_command(data, port, theme, open_browser, classroom=classroom, teacher_code=teacher_code)
     sys.stdout.write(f"msda_widgets dashboard: http://127.0.0.1:{port}/  (Ctrl-C to stop)\n")

@@ -258,6 +258,11 @@ class Controller:
             except MsdaError as exc:
                 self._say(f"{exc} The previous setting is kept.", "error")
                 return False
+            hidden = self.state.label_column if self.state.classroom and not self.state.reveal_truth else None
+            if hidden and (label != hidden or hidden in view.sensors):
+                self._say("In classroom mode the label column stays out of the sensors until the teacher "
+                          "shows the answers. The previous setting is kept.", "warning")
+                return False
             with self.state.hold_trait_notifications():
                 had_results = self.state.results is not None
                 self._clear_results()  # a detector fitted on other rows/sensors no longer matches
@@ -518,6 +523,7 @@ class Controller:
     CODE_TRIES = 5
     CODE_LOCK_S = 60.0
     _code_failures: int = 0
+    _revealed_label: Optional[str] = None   # the label column when the answers were last shown
     _code_locked_until: float = 0.0
     _clock: Callable[[], float] = staticmethod(time.monotonic)
 
@@ -588,6 +594,16 @@ class Controller:
             self._code_failures = 0
         if reveal == s.reveal_truth:
             return True
+        if reveal:
+            self._revealed_label = s.label_column
+        elif s.classroom and self._revealed_label and s.series is not None \
+                and (s.label_column != self._revealed_label or self._revealed_label in s.series.sensors):
+            # the teacher changed the label column while the answers were shown: put it back, so
+            # that hiding the answers also takes the labels off the timeline
+            label = self._revealed_label
+            chosen = s.settings.get("sensors")
+            kept = tuple(c for c in chosen if c != label) if chosen else ()
+            self.update_settings(label_columns=(label,), sensors=kept or None)
         s.reveal_truth = reveal
         if reveal:
             if s.series is not None and s.series.labels is not None:

@@ -330,6 +330,18 @@ class UploadButton(_StaticWidget):
         self._transfer: Optional[dict] = None
         self.on_msg(self._handle_frontend_msg)
 
+    #: Traits the page may never change: the limits Python enforces. (A visitor's page can send any
+    #: widget state update; Voila forwards those.) They are set from Python only.
+    _PYTHON_ONLY = frozenset({"max_bytes", "chunk_bytes"})
+
+    def set_state(self, sync_data: dict) -> None:
+        """State from the front-end, minus the limits (which only Python sets)."""
+        refused = self._PYTHON_ONLY & set(sync_data)
+        if refused:
+            log.warning("UploadButton ignored a front-end change of %s", ", ".join(sorted(refused)))
+            sync_data = {k: v for k, v in sync_data.items() if k not in refused}
+        super().set_state(sync_data)
+
     def on_upload(self, callback: Callable[[bytes, str], Any], remove: bool = False) -> None:
         """Call ``callback(content, name)`` when a file has arrived whole."""
         self._upload_handlers.register_callback(callback, remove=remove)
@@ -354,18 +366,26 @@ class UploadButton(_StaticWidget):
             self._refused_handlers(name, size, str(content.get("reason") or "the file was refused")[:300])
         elif action == "begin":
             size = content.get("size")
-            plan = plan_upload(size, self.max_bytes, self.chunk_bytes)
-            if not plan["ok"]:
-                self._abort(mid, name, size if isinstance(size, int) else -1, plan["reason"])
+            if self._transfer is not None:   # another view (or a re-pick) started over: end the old one
+                old = self._transfer
+                self._transfer = None
+                self.send({"action": "abort", "id": old["id"], "message": f"{old['name']}: replaced by a new upload."})
+            ok_size = isinstance(size, int) and not isinstance(size, bool) and 0 < size <= self.max_bytes
+            if not ok_size:   # plan_upload only lists chunks for an acceptable size: cheap here
+                self._abort(mid, name, size if isinstance(size, int) and not isinstance(size, bool) else -1,
+                            plan_upload(size, self.max_bytes)["reason"])
                 return
             self._transfer = {"id": mid, "name": name, "size": size, "data": bytearray()}
             self.send({"action": "ack", "id": mid, "received": 0})
         elif action == "chunk":
             t = self._transfer
             if t is None or mid != t["id"]:
-                return  # a stale transfer (aborted, or from another view): ignore it
+                # a stale transfer (aborted, replaced, or from another view): tell that view to stop
+                self.send({"action": "abort", "id": mid, "message": "The upload was interrupted; try again."})
+                return
             data = bytes(buffers[0]) if buffers else b""
-            if content.get("offset") != len(t["data"]) or len(t["data"]) + len(data) > t["size"]:
+            if content.get("offset") != len(t["data"]) or len(data) > self.chunk_bytes \
+                    or len(t["data"]) + len(data) > t["size"]:
                 self._abort(mid, t["name"], t["size"], "the file arrived garbled (chunks out of order); "
                                                        "try again")
                 return
@@ -374,6 +394,7 @@ class UploadButton(_StaticWidget):
         elif action == "end":
             t = self._transfer
             if t is None or mid != t["id"]:
+                self.send({"action": "abort", "id": mid, "message": "The upload was interrupted; try again."})
                 return
             self._transfer = None
             if len(t["data"]) != t["size"]:

@@ -290,6 +290,9 @@ def test_cli_flags_reach_the_environment(monkeypatch, capsys, tmp_path):
     n = len(calls)
     assert cli.main(["demo", "--teacher-code", "owl"]) == 2 and len(calls) == n
     assert "add --classroom" in capsys.readouterr().err
+    monkeypatch.setenv("MSDA_WIDGETS_TEACHER_CODE", "   ")   # blank: every visitor's page would fail
+    assert cli.main(["demo", "--classroom"]) == 2 and len(calls) == n
+    assert "MSDA_WIDGETS_TEACHER_CODE is set but blank" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -315,3 +318,18 @@ def test_metrics_html_formats_nan_as_a_dash():
     text = metrics_html({"precision": float("nan"), "recall": 0.5, "f1": 0.25, "tp": 1, "fp": 0, "fn": 1,
                          "scored": 1234})
     assert "precision <b>—</b>" in text and "recall <b>0.50</b>" in text and "of 1,234 scored rows" in text
+
+
+def test_hidden_labels_never_become_a_sensor_line(small):
+    dash = Dashboard(small, classroom=True, warm_up=False, **FAST)
+    s, c = dash.state, dash.controller
+    label = s.label_column
+    assert label and label not in s.series.sensors
+    assert c.set_sensors((label,)) is None and label not in s.series.sensors      # refused while hidden
+    assert s.level == "warning" and "label column stays out of the sensors" in s.message
+    # the teacher shows the answers, drops the label column (it becomes a sensor), then hides them
+    assert c.set_reveal_truth(True)
+    c.set_label_column(None)
+    assert label in s.series.sensors
+    assert c.set_reveal_truth(False)
+    assert s.label_column == label and label not in s.series.sensors and not s.reveal_truth

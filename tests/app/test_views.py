@@ -513,6 +513,38 @@ def test_upload_button_rechecks_what_the_browser_claims(loaded):
     assert "huge.csv" in p.status.value and loaded.state.level == "error"
 
 
+def test_the_page_cannot_raise_the_upload_limits(loaded):
+    p = ControlPanel(loaded.state, loaded)
+    button = p.upload
+    button.set_state({"max_bytes": 2 ** 50, "chunk_bytes": 1, "label": "Open"})   # what a page could send
+    assert button.max_bytes == loaded.MAX_UPLOAD_BYTES and button.chunk_bytes == 2 ** 20
+    assert button.label == "Open"                    # other state still syncs
+    sent: list = []
+    with mock.patch.object(button, "send", side_effect=sent.append):
+        button._handle_frontend_msg(button, {"action": "begin", "id": "x", "name": "big.csv",
+                                             "size": 500_000_000}, [])
+        assert sent[-1]["action"] == "abort"
+        button._handle_frontend_msg(button, {"action": "begin", "id": "y", "name": "ok.csv", "size": 5 * 2 ** 20}, [])
+        assert sent[-1] == {"action": "ack", "id": "y", "received": 0}
+        button._handle_frontend_msg(button, {"action": "chunk", "id": "y", "offset": 0},
+                                    [memoryview(b"a" * (2 ** 20 + 1))])    # a chunk above the chunk size
+        assert sent[-1]["action"] == "abort"
+
+
+def test_a_second_upload_ends_the_first_so_no_view_waits_forever(loaded):
+    p = ControlPanel(loaded.state, loaded)
+    button = p.upload
+    sent: list = []
+    with mock.patch.object(button, "send", side_effect=sent.append):
+        button._handle_frontend_msg(button, {"action": "begin", "id": "A", "name": "a.csv", "size": 10}, [])
+        button._handle_frontend_msg(button, {"action": "begin", "id": "B", "name": "b.csv", "size": 10}, [])
+        assert {"action": "abort", "id": "A", "message": "a.csv: replaced by a new upload."} in sent
+        button._handle_frontend_msg(button, {"action": "chunk", "id": "A", "offset": 0}, [memoryview(b"x" * 10)])
+        assert sent[-1]["action"] == "abort" and sent[-1]["id"] == "A"     # the stale view is told
+        button._handle_frontend_msg(button, {"action": "end", "id": "A"}, [])
+        assert sent[-1]["action"] == "abort" and sent[-1]["id"] == "A"
+
+
 def test_panel_upload_loads_good_csv_in_chunks(loaded):
     p = ControlPanel(loaded.state, loaded)
     p.upload.chunk_bytes = 1000  # several chunks
