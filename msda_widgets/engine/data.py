@@ -73,12 +73,19 @@ _SAMPLE = 200  # values looked at when guessing what a text column holds
 # Words that make a text column a timestamp candidate, and those of a separate time-of-day column.
 _TIME_WORDS = {"date", "time", "timestamp", "timestamps", "datetime", "ts", "dt", "datum", "zeit",
                "fecha", "hora", "tiempo", "heure", "horodatage", "stamp"}
-_EPOCH_WORDS = _TIME_WORDS | {"epoch", "unix", "unixtime", "posix"}
+# Whole (normalised) column names of a numeric Unix-time column, and unit suffixes allowed after them.
+_EPOCH_NAMES = {"timestamp", "timestamps", "time", "time_stamp", "epoch", "epoch_time", "unix", "unix_time",
+                "unixtime", "unix_timestamp", "posix", "posix_time", "ts", "datetime", "date_time", "dt"}
+_EPOCH_UNITS = {"s", "sec", "secs", "seconds", "ms", "millis", "us", "ns"}
 _DATE_WORDS = {"date", "day", "datum", "fecha", "jour", "giorno"}
 _TOD_WORDS = {"time", "hour", "zeit", "hora", "heure", "ora", "clock", "uhrzeit"}
 _TOD_RE = r"^(\d{1,2})[:.](\d{2})(?:[:.](\d{2}(?:[.,]\d+)?))?$"
 _COMMA_NUMBER_RE = r"^[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*),\d+(?:[eE][+-]?\d+)?$"
 _THOUSANDS_RE = r"^[+-]?\d{1,3}(?:,\d{3})+\.\d+$|^[+-]?\d{1,3}(?:,\d{3}){2,}$"  # unambiguous 1,234.5
+_GROUPED_RE = r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$"  # 1,000 / 12,345.5: thousands in a "." file
+#: A time of day followed by a UTC offset or Z (``03:00 +01:00``, ``03:00:00Z``): a time-zone-aware stamp.
+_ZONE_SUFFIX_RE = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|(?:UTC|GMT)?[+-]\d{2}(?::?\d{2})?)$"
+_NAIVE_CHECKS = 1000  # distinct leftover stamps parsed one by one at most (see _naive_alone)
 _COMMA_TOKEN = re.compile(r"^[+-]?\d*,\d+$")
 _DOT_TOKEN = re.compile(r"^[+-]?\d*\.\d+(?:[eE][+-]?\d+)?$")
 
@@ -144,11 +151,15 @@ def _sample_text(s: pd.Series) -> pd.Series:
     return st.iloc[pos].astype(object)
 
 
-def _text_to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _text_to_float(s: pd.Series, decimal: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Text column -> (float64 values, mask of cells that are present but not numbers).
 
     NA markers become NaN; decimal commas (``3,14``, ``1.234,5``) are understood, and so are comma
     thousands separators when a column shows them unambiguously (``1,234.5``, ``1,234,567``).
+    ``decimal``: the file's decimal separator when known (load_csv). With ``"."``, a column whose
+    comma values are all grouped in thousands (``"1,000"``, ``"12,345.5"``) is read as thousands,
+    never as decimal commas; a column that also shows a plain decimal comma (``"3,14"``) keeps
+    the decimal-comma reading.
     """
     st = s.astype("string").str.strip()
     na = (st.isna() | st.str.lower().isin(NA_MARKERS)).to_numpy(dtype=bool, na_value=True)
@@ -159,7 +170,9 @@ def _text_to_float(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if bad.any():
         cand = cleaned[bad]
         comma = cand.str.match(_COMMA_NUMBER_RE).to_numpy(dtype=bool, na_value=False)
-        if cand.str.match(_THOUSANDS_RE).any():  # 1,234.5 or 1,234,567: every comma groups thousands
+        grouped = cand.str.match(_GROUPED_RE).to_numpy(dtype=bool, na_value=False)
+        dot_file_thousands = decimal == "." and grouped.any() and not (comma & ~grouped).any()
+        if dot_file_thousands or cand.str.match(_THOUSANDS_RE).any():  # every comma groups thousands
             comma = cand.str.match(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$").to_numpy(dtype=bool, na_value=False)
             fixed = cand[comma].str.replace(",", "", regex=False)
             conv = pd.to_numeric(fixed, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -204,6 +217,27 @@ def _to_datetime(values: Any, **kwargs: Any) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(out)
 
 
+def _naive_alone(values: pd.Series) -> np.ndarray:
+    """Mask of the stamps that have no time zone when read one by one (read together, pandas turns a
+    mix of aware and naive stamps into UTC without a word). A value ending in a UTC offset or Z after
+    its time of day counts as aware without parsing; at most ``_NAIVE_CHECKS`` distinct other values
+    are parsed alone, and any beyond them count as naive (refused rather than guessed)."""
+    texts = values.astype("string").str.strip()
+    zoned = texts.str.contains(_ZONE_SUFFIX_RE, regex=True).to_numpy(dtype=bool, na_value=False)
+    naive = ~zoned
+    checked: dict[str, bool] = {}
+    for k in np.flatnonzero(naive):
+        text = texts.iloc[k]
+        if pd.isna(text):
+            naive[k] = False  # a missing value: reported as such by _parse_times
+            continue
+        if text not in checked and len(checked) < _NAIVE_CHECKS:
+            alone = _to_datetime([text], format="mixed")
+            checked[text] = bool(alone.isna().all()) or alone.tz is None
+        naive[k] = checked.get(text, True)
+    return naive
+
+
 def _parse_text_times(s: pd.Series) -> pd.DatetimeIndex:
     present = ~s.isna().to_numpy(dtype=bool)
     dt = _to_datetime(s)
@@ -219,6 +253,8 @@ def _parse_text_times(s: pd.Series) -> pd.DatetimeIndex:
             dt, bad = alt, alt.isna() & present
     if bad.any():  # a few values in another layout (e.g. a date without its time): one by one
         where = np.flatnonzero(bad)
+        if dt.tz is not None:  # naive stamps among aware ones stay NaT: refused by _zone_mismatch
+            where = where[~_naive_alone(s.iloc[where])]
         sub = _to_datetime(s.iloc[where], format="mixed", utc=dt.tz is not None)
         if dt.tz is not None and _to_datetime(s.iloc[where], format="mixed").tz is None:
             sub = dt[:0]  # naive stamps among aware ones: refused (_zone_mismatch), never taken as UTC
@@ -391,16 +427,28 @@ def _auto_time(frame: pd.DataFrame, namer: Callable[[int], str]) -> _Time | None
     return _epoch_time(frame, names, namer)
 
 
+def _epoch_name(name: str) -> bool:
+    """True when the whole column name says "Unix time": ``timestamp``, ``unixTime``, ``epoch_ms``...
+    (not a name that merely contains a time word, such as ``run_time_ns``)."""
+    parts = [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", str(name))]
+    if len(parts) > 1 and parts[-1] in _EPOCH_UNITS:
+        parts = parts[:-1]  # a unit suffix: timestamp_ms, time_s
+    return "_".join(parts) in _EPOCH_NAMES
+
+
 def _epoch_time(frame: pd.DataFrame, names: list[str], namer: Callable[[int], str]) -> _Time | None:
-    """A numeric column named like a time (``timestamp``, ``epoch``...) holding Unix times of 1990-2100
-    in seconds, milliseconds, microseconds or nanoseconds: the time axis, not a sensor."""
+    """A numeric column named as a time (the whole name: ``timestamp``, ``epoch``, ``unix_time``...)
+    holding non-decreasing Unix times of 1990-2100 in seconds, milliseconds, microseconds or
+    nanoseconds: the time axis, not a sensor."""
     for j in range(frame.shape[1]):
         s = frame.iloc[:, j]
-        if not _is_number(s) or ptypes.is_bool_dtype(s.dtype) or not (_words(names[j]) & _EPOCH_WORDS):
+        if not _is_number(s) or ptypes.is_bool_dtype(s.dtype) or not _epoch_name(names[j]):
             continue
         v = _column_floats(s)
         if not len(v) or not np.isfinite(v).all():
             continue
+        if not bool(np.all(v[1:] >= v[:-1])):
+            continue  # not in time order: a sensor (a duration, a counter) holding large numbers
         low, high = float(v.min()), float(v.max())
         if any(6.3e8 * f <= low and high <= 4.2e9 * f for f in (1, 1e3, 1e6, 1e9)):
             return _Time(names[j], _parse_times(s, names[j], namer), (j,))
@@ -623,12 +671,14 @@ def load_csv(source: Any, *, sep: str | None = None, decimal: str | None = None,
     except (ValueError, OverflowError) as exc:  # e.g. an unusable option passed to pandas.read_csv
         raise DataError(f"{name} cannot be read as CSV: {exc}. Check the file and the options passed "
                         f"to load_csv.") from None
+    header_lines = 1
     if "header" not in read_csv_kwargs and "names" not in read_csv_kwargs and _header_is_data(df):
         # the first line holds values, not names: read it as data and number the columns
         names = [f"column_{k + 1}" for k in range(df.shape[1])]
         df = pd.read_csv(io.StringIO(text), **{**kwargs, "header": None, "names": names})
+        header_lines = 0
     try:
-        return _tidy_loaded(df, name, time_column, missing_values)
+        return _tidy_loaded(df, name, time_column, missing_values, decimal, header_lines)
     except DataError as exc:
         msg = str(exc)
         raise DataError(msg if msg.startswith(name) else f"{name}: {msg}") from None
@@ -651,23 +701,55 @@ def _refuse_markup(name: str, text: str) -> None:
 
 
 def _header_is_data(df: pd.DataFrame) -> bool:
-    """True when every column name is a number or a date (a file without a header line)."""
+    """True when the first line is a row of values, not names (a file without a header line).
+
+    That is when every column name is a number or a date, except for names that are all integers
+    (years ``2019,2020,2021``, sensor tags ``101,102,103``, column numbers ``0,1,2``): those stay
+    names unless the rows below are integers too, each name lies within its column's values (give
+    or take one typical step between rows) and the names do not count up by one. A wrong "no
+    header" call would turn names into data, so doubtful cases keep the header.
+    """
     cols = [str(c).strip() for c in df.columns]
     if not cols or any(c.startswith("Unnamed:") or not c for c in cols):
         return False
-    as_number = pd.to_numeric(pd.Series(cols).str.replace(",", ".", regex=False), errors="coerce").notna()
+    numbers = pd.to_numeric(pd.Series(cols).str.replace(",", ".", regex=False), errors="coerce")
+    as_number = numbers.notna()
     if not as_number.any():
         return False
     rest = [c for c, ok in zip(cols, as_number) if not ok]
-    if not rest:  # but 0..n-1 or 1..n are column numbers (DataFrame.to_csv of an unnamed frame)
-        return cols not in ([str(k) for k in range(len(cols))], [str(k + 1) for k in range(len(cols))])
+    if not rest:
+        if not all(re.fullmatch(r"[+-]?\d+", c) for c in cols):
+            return True  # decimals (0.0,10.51,21.16): values, never names
+        return _integer_line_is_data(df, numbers.to_numpy(dtype=np.float64))
     if any(len(c) < 6 or not re.search(r"\d", c) for c in rest):
         return False
     return bool(_to_datetime(rest, format="mixed").notna().all())
 
 
+def _integer_line_is_data(df: pd.DataFrame, head: np.ndarray) -> bool:
+    """For a first line of integers: True only when the rows below look just like it (see
+    :func:`_header_is_data`)."""
+    if len(head) > 1 and np.all(np.diff(head) == 1):
+        return False  # 0,1,2 / 1,2,3 / 2019,2020,2021 / 101,102,103: numbered columns or tags
+    if len(df) == 0:
+        return False
+    for j, top in enumerate(head):
+        s = df.iloc[:, j]
+        if not _is_number(s) or ptypes.is_bool_dtype(s.dtype):
+            return False
+        v = _column_floats(s)
+        v = v[np.isfinite(v)]
+        if not v.size or not np.all(v == np.round(v)):
+            return False
+        step = float(np.median(np.abs(np.diff(v)))) if v.size > 1 else 0.0
+        if not (v.min() - step <= top <= v.max() + step):
+            return False
+    return True
+
+
 def _tidy_loaded(df: pd.DataFrame, name: str, time_column: str | None,
-                 missing_values: Sequence[float]) -> pd.DataFrame:
+                 missing_values: Sequence[float], decimal: str | None = None,
+                 header_lines: int = 1) -> pd.DataFrame:
     if df.shape[1] == 0:
         raise DataError(f"{name} has no columns. Choose a CSV file with a header line and rows of data.")
     if len(df) == 0:
@@ -694,7 +776,7 @@ def _tidy_loaded(df: pd.DataFrame, name: str, time_column: str | None,
             df = df.iloc[:, 1:]  # a saved RangeIndex (DataFrame.to_csv default), not a sensor
 
     def namer(pos: int) -> str:
-        return f"row {rows[pos] + 1} (line {rows[pos] + 2} of the file)"
+        return f"row {rows[pos] + 1} (line {rows[pos] + 1 + header_lines} of the file)"
 
     time = _resolve_time(df, time_column, namer)
     used = set(time.columns) if time is not None else set()
@@ -707,7 +789,7 @@ def _tidy_loaded(df: pd.DataFrame, name: str, time_column: str | None,
         if _is_number(s) and not ptypes.is_bool_dtype(s.dtype):
             values = _column_floats(s)
         elif _is_text(s):
-            values, bad = _text_to_float(s)
+            values, bad = _text_to_float(s, decimal)
             if bad.any() or np.isnan(values).all():
                 out[col] = s.to_numpy()
                 continue

@@ -676,3 +676,62 @@ def test_real_skab_labels_are_not_sensors():
     assert len(sd.sensors) == 8
     assert "anomaly" not in sd.sensors and "changepoint" not in sd.sensors
     assert sd.report.label_columns == ("anomaly", "changepoint")
+
+
+# ---------------------------------------------------------------------------------------------
+# regressions: load_csv review (thousands, numeric headers, epoch names, zone mixes, line numbers)
+# ---------------------------------------------------------------------------------------------
+
+def test_regression_quoted_thousands_in_a_dot_decimal_file_are_not_decimal_commas():
+    df = load_csv(io.BytesIO(b'date,count,temp\n2024-01-01,998,1.5\n2024-01-02,999,1.6\n'
+                             b'2024-01-03,"1,000",1.7\n2024-01-04,"1,001",1.8\n'))
+    assert df["count"].tolist() == [998.0, 999.0, 1000.0, 1001.0]
+    # a column that shows a plain decimal comma keeps the decimal-comma reading (10,516 = 10.516)
+    dec = load_csv(io.BytesIO(b'time,a\n2024-01-01,"10,5162"\n2024-01-02,"10,516"\n2024-01-03,"0,54"\n'))
+    assert dec["a"].tolist() == [10.5162, 10.516, 0.54]
+    # in a file whose decimal is ",", "1,000" stays one (today's behaviour)
+    semi = load_csv(io.BytesIO(b"time;a\n2024-01-01;1,5\n2024-01-02;1,000\n2024-01-03;2,25\n"))
+    assert semi["a"].tolist() == [1.5, 1.0, 2.25]
+
+
+@pytest.mark.parametrize("header", [b"2019,2020,2021", b"101,102,103"])
+def test_regression_all_integer_header_keeps_its_names(header):
+    df = load_csv(io.BytesIO(header + b"\n1.5,2.5,3.5\n1.6,2.6,3.6\n1.7,2.7,3.7\n"))
+    assert list(df.columns) == header.decode().split(",")
+    assert len(df) == 3 and df.iloc[0].tolist() == [1.5, 2.5, 3.5]
+
+
+def test_regression_integer_first_line_that_looks_like_the_rows_is_still_data():
+    df = load_csv(io.BytesIO(b"10,20\n11,21\n12,22\n13,24\n"))
+    assert list(df.columns) == ["column_1", "column_2"] and df["column_1"].tolist() == [10, 11, 12, 13]
+    dec = load_csv(io.BytesIO(b"0.0,1\n2,3\n4,5\n"))  # a decimal point: values, not names
+    assert list(dec.columns) == ["column_1", "column_2"] and len(dec) == 3
+
+
+def test_regression_column_merely_containing_a_time_word_is_a_sensor():
+    df = load_csv(io.BytesIO(b"run_time_ns,temp\n900000000,1.5\n950000000,1.6\n1200000000,1.7\n"))
+    assert not isinstance(df.index, pd.DatetimeIndex)
+    assert list(df.columns) == ["run_time_ns", "temp"]
+    # a Unix-time column with the right name but out of order is not the time axis either
+    shuffled = load_csv(io.BytesIO(b"timestamp,a\n1704070800,1\n1704067200,2\n1704074400,3\n"))
+    assert "timestamp" in shuffled.columns and not isinstance(shuffled.index, pd.DatetimeIndex)
+    # whole names (with a unit suffix) still work
+    ok = load_csv(io.BytesIO(b"unixTime_s,a\n1704067200,1\n1704070800,2\n1704074400,3\n"))
+    assert ok.index.name == "unixTime_s" and ok.index[0] == pd.Timestamp("2024-01-01")
+
+
+def test_regression_naive_stamp_among_aware_leftovers_is_refused():
+    text = (b"time,v\n2024-01-01T00:00:00+01:00,1\n2024-01-01T01:00:00+01:00,2\n"
+            b"2024-01-01T02:00:00+01:00,2\n01/01/2024 03:00 +01:00,3\n2024-01-01 04:00,4\n")
+    with pytest.raises(DataError, match=r"mixes timestamps with a time zone.*'2024-01-01 04:00' in row 5"):
+        load_csv(io.BytesIO(text))
+    # aware stamps in another layout are still read, in their zone
+    ok = load_csv(io.BytesIO(text.replace(b"2024-01-01 04:00,", b"01/01/2024 04:00 +01:00,")))
+    assert ok.index[-1] == pd.Timestamp("2024-01-01 04:00", tz="UTC+01:00")
+
+
+def test_regression_headerless_file_errors_name_the_right_line():
+    rows = [f"2024-01-01 {h:02d}:00,{h}.5" for h in range(12)]
+    rows[2] = "yesterday,2.5"
+    with pytest.raises(DataError, match=r"'yesterday' in row 3 \(line 3 of the file\)"):
+        load_csv(io.BytesIO(("\n".join(rows) + "\n").encode()))
