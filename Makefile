@@ -27,6 +27,7 @@ bench: install
 	$(PY) benchmarks/bench_profile.py
 	$(PY) benchmarks/bench_skab.py
 	$(PY) benchmarks/bench_reliability.py
+	$(PY) benchmarks/bench_voila_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

@@ -55,7 +55,7 @@ def voila_command(data: Optional[str], port: int, theme: str, open_browser: bool
            "--MappingKernelManager.cull_connected=False",
            # Voila 0.5 never sets the `_xsrf` cookie that its own page sends when it closes, so
            # the page's "shut my kernel down" request was refused and every closed tab kept its
-           # kernel (~450 MB with torch) until the idle cull. The check is off so that closing a
+           # kernel (450-570 MB with torch) until the idle cull. The check is off so that closing a
            # tab frees its kernel at once. The only state-changing requests this server accepts
            # are kernel shutdowns, which need the kernel's random 128-bit id.
            "--Voila.tornado_settings=disable_check_xsrf=True",
