@@ -478,11 +478,6 @@ def _pairwise_directions(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.where(n > 0, same / n, np.nan), np.where(n > 0, opposite / n, np.nan)
 
 
-def _pairwise_agreement(d: np.ndarray) -> np.ndarray:
-    """(S, S) share of steps where both sensors are defined and move the same way."""
-    return _pairwise_directions(d)[0]
-
-
 def _correlation(X: np.ndarray) -> np.ndarray:
     """(S, S) Pearson correlation; pairwise-complete rows (as ``DataFrame.corr``) with NaN."""
     if not np.isfinite(X).all():
