@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from msda_widgets.engine import catalogue
 from msda_widgets import Detector, datasets  # noqa: E402
 from msda_widgets.engine.data import load_csv  # noqa: E402
 from msda_widgets.engine.explain import EXPLAINERS, score_module  # noqa: E402
@@ -77,7 +78,7 @@ def pct(hits: list[bool]) -> str:
 
 
 def methods_for(det: Detector) -> list[str]:
-    return [m for m, spec in EXPLAINERS.items() if det.task in spec.models]
+    return [m for m, spec in EXPLAINERS.items() if spec.info.serves(catalogue.model_info(det.config.model.model))]
 
 
 THREADS = None  # --threads: torch CPU threads of every detector (None: the detector's default)

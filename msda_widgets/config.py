@@ -233,12 +233,16 @@ class ScoreConfig(_Config):
         the window ending there; ``window`` by the mean error over that whole window.
     threshold: a name in :data:`msda_widgets.engine.thresholds.THRESHOLDS` (``quantile``,
         ``ksigma``, ``pot``, ``fixed``); ``threshold_param`` its parameter (``None`` = its default).
+    standardize_errors: divide each sensor's error by its spread (root mean square) on normal
+        held-out data (the validation tail; the training windows without one), so that a sensor
+        with a large normal error dominates neither the score nor its explanation.
     """
 
     score: str = "l2"
     reduction: str = "last"
     threshold: str = "quantile"
     threshold_param: float | None = None
+    standardize_errors: bool = False
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -248,6 +252,9 @@ class ScoreConfig(_Config):
             raise ConfigError(f"threshold must be a method name; got {self.threshold!r}")
         if self.threshold_param is not None:
             s(self, "threshold_param", _number(self.threshold_param, "threshold_param"))
+        if not isinstance(self.standardize_errors, bool) and type(self.standardize_errors).__name__ != "bool_":
+            raise ConfigError(f"standardize_errors must be True or False; got {self.standardize_errors!r}")
+        s(self, "standardize_errors", bool(self.standardize_errors))
 
 
 _PARTS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "score": ScoreConfig}

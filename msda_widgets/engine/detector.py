@@ -1,18 +1,26 @@
 """The Detector: fit / score / predict / contributions / threshold / save / load.
 
-It follows PyOD's contract: ``__init__`` stores settings only, ``fit`` returns ``self``, a higher
-score is more anomalous, fitted attributes end in ``_``. Scores are aligned to the caller's rows:
-a row that no window judges (the first ``lookback`` rows) gets NaN, never a shifted value.
+It follows PyOD's and scikit-learn's contracts: ``__init__`` names every setting in its signature
+and stores them only (``get_params`` / ``set_params`` / ``sklearn.base.clone`` work), ``fit(X,
+y=None)`` returns ``self``, a higher score is more anomalous, fitted attributes end in ``_``.
+Scores are aligned to the caller's rows: a row that no window judges (the first rows, see
+:class:`~msda_widgets.engine.layout.WindowLayout`) gets NaN, never a shifted value.
+
+The detector scores through :class:`~msda_widgets.engine.scoring.ScoreModule`, the same module
+every explanation method differentiates; ``fit`` and ``load`` set the fitted state through one
+code path (:meth:`Detector._set_fitted`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import os
 import pickle
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,52 +30,32 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._version import __version__
 from ..config import DetectorConfig
 from ..errors import ConfigError, DataError, ModelFileError, NotFittedError, TrainingError
-from .data import DataPipeline, DataReport, Scaler, SensorData, Windows, load_csv, make_windows
+from .data import DataPipeline, DataReport, Scaler, SensorData, load_csv
+from .layout import WindowLayout
 from .models import build_model, get_spec
+from .results import Detection, aligned_labels
+from .scoring import ScoreModule, Scoring
 from .thresholds import compute_threshold
-from .training import CancelToken, History, Progress, resolve_device, torch_runtime, train_model
+from .training import (CancelToken, EpochRecord, History, Progress, evaluate_loss, resolve_device, torch_runtime,
+                       train_model)
 
 __all__ = ["Detector", "Detection", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "msda_widgets.detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SCORE_BATCH = 1024
 BACKGROUND_SIZE = 100  # normal training windows kept for SHAP / baselines
+#: The smallest spread a sensor's error is divided by (relative to the largest), so a sensor the
+#: model forecasts perfectly cannot turn a rounding error into a huge score.
+ERROR_SCALE_FLOOR = 1e-3
 
 DataLike = Union[pd.DataFrame, pd.Series, np.ndarray, str, os.PathLike]
 
-
-@dataclass(frozen=True)
-class Detection:
-    """Everything one scoring pass gives, aligned to the caller's rows.
-
-    ``scores`` is NaN where no window judges a row (``scored`` is False there);
-    ``contributions`` holds each sensor's squared error, so for the ``l2`` score
-    ``scores == sqrt(contributions.sum(axis=1))``.
-    """
-
-    scores: pd.Series
-    anomalies: pd.Series
-    contributions: pd.DataFrame
-    threshold: float
-    data: SensorData
-
-    @property
-    def scored(self) -> pd.Series:
-        return self.scores.notna().rename("scored")
-
-    @property
-    def n_anomalies(self) -> int:
-        return int(self.anomalies.sum())
-
-
-@dataclass(frozen=True)
-class _Errors:
-    judged: np.ndarray    # (N,) row of the prepared series each score belongs to
-    squared: np.ndarray   # (N, S) per-sensor squared error (the contributions)
-    vector: np.ndarray    # (N, S) error vector used by the Mahalanobis score
+#: Every setting, in the order of the constructor's signature.
+SETTINGS: tuple[str, ...] = tuple(DetectorConfig().flat())
 
 
 def _json_default(o: Any) -> Any:
@@ -115,7 +103,6 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
     return {"msda_widgets": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "pandas": pd.__version__, "format_version": str(FORMAT_VERSION)}
 
@@ -134,27 +121,89 @@ def _file_head(path: Any) -> bytes:
         return f.read(4)
 
 
-def _check_bundle(det: "Detector", n_sensors: int, scaler: Scaler, model: torch.nn.Module, threshold: float,
-                  train_scores: np.ndarray, error_mean: np.ndarray, error_precision: np.ndarray,
-                  background: np.ndarray) -> None:
+@dataclass(frozen=True, eq=False)
+class _Fitted:
+    """Everything ``fit`` learns and ``save`` writes; :meth:`Detector._set_fitted` publishes it as
+    the ``*_`` attributes (one code path for fit and load)."""
+
+    pipeline: DataPipeline
+    scaler: Scaler
+    model: torch.nn.Module
+    device: torch.device
+    history: History
+    threshold: float
+    train_scores: np.ndarray       # (N,) scores of the fit data's windows, in time order
+    train_index: pd.Index          # (N,) the rows they judge
+    decision_scores: np.ndarray    # (n,) the fit data's scores on the caller's rows (NaN: unscored)
+    error_mean: np.ndarray
+    error_precision: np.ndarray
+    error_scale: Optional[np.ndarray]
+    background: np.ndarray
+    data_report: DataReport
+    fit_seconds: float
+    versions: dict
+
+
+def _encode_index(index: pd.Index) -> dict:
+    if isinstance(index, pd.DatetimeIndex):
+        return {"kind": "datetime", "ns": torch.from_numpy(index.asi8.copy()),
+                "tz": str(index.tz) if index.tz is not None else "", "name": index.name}
+    values = np.asarray(index)
+    if values.dtype.kind in "biuf":
+        return {"kind": "numeric", "values": torch.from_numpy(np.ascontiguousarray(values)), "name": index.name}
+    return {"kind": "text", "values": [str(v) for v in values.tolist()], "name": index.name}
+
+
+def _decode_index(state: dict) -> pd.Index:
+    kind, name = state["kind"], state.get("name")
+    if kind == "datetime":
+        index = pd.DatetimeIndex(pd.to_datetime(state["ns"].numpy(), unit="ns"), name=name)
+        return index.tz_localize("UTC").tz_convert(state["tz"]) if state["tz"] else index
+    if kind == "numeric":
+        return pd.Index(state["values"].numpy(), name=name)
+    if kind == "text":
+        return pd.Index(list(state["values"]), dtype=object, name=name)
+    raise ValueError(f"unknown index kind {kind!r}")
+
+
+def _report_state(report: DataReport) -> str:
+    return json.dumps(dataclasses.asdict(report), default=_json_default)
+
+
+def _report_from(text: str) -> DataReport:
+    values = json.loads(text)
+    tuples = {f.name for f in dataclasses.fields(DataReport) if str(f.type).startswith("tuple")}
+    return DataReport(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+
+def _check_bundle(det: "Detector", f: _Fitted) -> None:
     """Refuse (ValueError) a loaded bundle whose parts do not fit together: a tampered shape or a
     non-finite value would otherwise only fail later, at score or explain time, with an obscure error."""
-    steps = det.lookback + (1 if det.task == "forecast" else 0)
+    n_sensors = len(f.pipeline.sensors_)
+    steps = det.layout.steps
+    scale = f.error_scale
     checks = [
-        (np.shape(scaler.offset_) == (n_sensors,) and np.shape(scaler.scale_) == (n_sensors,),
-         f"the scaler has {np.size(scaler.offset_)} sensors, the data pipeline {n_sensors}"),
-        (all(bool(torch.isfinite(p).all()) for p in model.parameters()), "the weights hold NaN or inf values"),
-        (math.isfinite(threshold), f"the threshold is {threshold}"),
-        (train_scores.ndim == 1 and train_scores.size >= 1 and np.isfinite(train_scores).all(),
-         f"the training scores (shape {train_scores.shape}) are not a non-empty 1-D array of finite numbers"),
-        (error_mean.shape == (n_sensors,) and error_precision.shape == (n_sensors, n_sensors)
-         and np.isfinite(error_mean).all() and np.isfinite(error_precision).all(),
-         f"the error statistics have shapes {error_mean.shape} and {error_precision.shape}; expected "
+        (np.shape(f.scaler.offset_) == (n_sensors,) and np.shape(f.scaler.scale_) == (n_sensors,),
+         f"the scaler has {np.size(f.scaler.offset_)} sensors, the data pipeline {n_sensors}"),
+        (all(bool(torch.isfinite(p).all()) for p in f.model.parameters()), "the weights hold NaN or inf values"),
+        (math.isfinite(f.threshold), f"the threshold is {f.threshold}"),
+        (f.train_scores.ndim == 1 and f.train_scores.size >= 1 and np.isfinite(f.train_scores).all(),
+         f"the training scores (shape {f.train_scores.shape}) are not a non-empty 1-D array of finite numbers"),
+        (len(f.train_index) == len(f.train_scores),
+         f"{len(f.train_index)} training rows for {len(f.train_scores)} training scores"),
+        (f.decision_scores.ndim == 1, f"the fit data's scores have shape {f.decision_scores.shape}"),
+        (f.error_mean.shape == (n_sensors,) and f.error_precision.shape == (n_sensors, n_sensors)
+         and np.isfinite(f.error_mean).all() and np.isfinite(f.error_precision).all(),
+         f"the error statistics have shapes {f.error_mean.shape} and {f.error_precision.shape}; expected "
          f"({n_sensors},) and ({n_sensors}, {n_sensors}) of finite numbers"),
-        (background.ndim == 3 and len(background) >= 1 and background.shape[1:] == (steps, n_sensors)
-         and np.isfinite(background).all(),
-         f"the background windows have shape {background.shape}; expected (K >= 1, {steps}, {n_sensors}) "
+        (scale is None or (scale.shape == (n_sensors,) and np.isfinite(scale).all() and (scale > 0).all()),
+         f"the error scale has shape {None if scale is None else scale.shape}; expected ({n_sensors},) of "
+         f"positive numbers"),
+        (f.background.ndim == 3 and len(f.background) >= 1 and f.background.shape[1:] == (steps, n_sensors)
+         and np.isfinite(f.background).all(),
+         f"the background windows have shape {f.background.shape}; expected (K >= 1, {steps}, {n_sensors}) "
          f"of finite numbers"),
+        (math.isfinite(f.fit_seconds) and f.fit_seconds >= 0, f"the fit took {f.fit_seconds} s"),
     ]
     for ok, problem in checks:
         if not ok:
@@ -168,12 +217,53 @@ class Detector:
     >>> det.score(df), det.predict(df), det.contributions(df)                     # doctest: +SKIP
 
     Settings are the fields of :class:`~msda_widgets.config.DataConfig`, ``ModelConfig``,
-    ``TrainConfig`` and ``ScoreConfig`` passed as flat keywords; unknown ones are refused.
+    ``TrainConfig`` and ``ScoreConfig``, all named in this signature (keywords after ``model``);
+    they are validated at once (unknown or bad values raise ``ConfigError``) and kept as given,
+    so ``get_params`` / ``set_params`` and ``sklearn.base.clone`` work.
+
+    Fitted attributes (set by ``fit`` and, identically, by ``load``):
+
+    ``model_``
+        the network (``torch.nn.Module``), ``device_`` the device it runs on;
+    ``pipeline_``, ``scaler_``
+        the fitted data pipeline and scaler; ``sensors_`` the sensor names;
+    ``threshold_``
+        the decision threshold; ``labels_`` (0/1) and ``decision_scores_`` the fit data's flags and
+        scores on its own rows (NaN where no window judges a row), as in PyOD;
+    ``train_scores_``, ``train_index_``
+        the scores of the fit data's windows and the rows they judge (time order), from which
+        thresholds are computed;
+    ``error_mean_``, ``error_precision_``
+        the Mahalanobis statistics of the training errors; ``error_scale_`` each sensor's error
+        spread on normal held-out data when ``standardize_errors`` (else ``None``);
+    ``background_``
+        up to 100 normal training windows ``(K, T, S)`` (SHAP's background, the baselines);
+    ``history_``, ``data_report_``, ``fit_seconds_``, ``versions_``
+        the loss curve, what data preparation did, the fit's duration, the library versions.
     """
 
-    def __init__(self, model: str = "deepcnn", **settings: Any) -> None:
-        self.config = DetectorConfig.from_flat(model=model, **settings)
+    def __init__(self, model: str = "deepcnn", *,
+                 time_column: Optional[str] = "auto", sensors: Optional[tuple] = None,
+                 label_columns: Optional[tuple] = None, impute: str = "interpolate",
+                 missing_values: tuple = (), duplicates: str = "mean", scaling: str = "minmax",
+                 drop_constant: bool = True,
+                 lookback: int = 10, kernel_size: int = 3, conv_channels: tuple = (32, 32),
+                 dense_units: int = 40, hidden_sizes: tuple = (128, 64), dropout: float = 0.2,
+                 epochs: int = 30, batch_size: int = 256, learning_rate: float = 1e-3,
+                 validation_split: float = 0.1, patience: int = 5, min_delta: float = 1e-5,
+                 seed: Optional[int] = 0, device: str = "auto", num_threads: Optional[int] = None,
+                 score: str = "l2", reduction: str = "last", threshold: str = "quantile",
+                 threshold_param: Optional[float] = None, standardize_errors: bool = False,
+                 **unknown: Any) -> None:
+        given = dict(locals())
+        if unknown:  # refused with a suggestion, as DetectorConfig does
+            DetectorConfig.from_flat(**unknown)
+        self._params = {name: given[name] for name in SETTINGS}
+        self.config = DetectorConfig.from_flat(**self._params)
         get_spec(self.config.model.model)  # unknown model names fail here, not at fit time
+        self._scoring: Optional[Scoring] = None
+        self._scoring_key: tuple = ()
+        self._scoring_lock = threading.Lock()
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -182,13 +272,17 @@ class Detector:
             raise ConfigError(f"from_config needs a DetectorConfig; got {type(config).__name__}.")
         return cls(**config.flat())
 
-    def get_params(self) -> dict[str, Any]:
-        return self.config.flat()
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The settings as given to the constructor (scikit-learn's contract; ``deep`` changes
+        nothing: a Detector holds no nested estimators)."""
+        return dict(self._params)
 
     def set_params(self, **settings: Any) -> "Detector":
-        """Change settings (a fitted model is kept until the next ``fit``)."""
-        self.config = self.config.replace(**settings)
-        get_spec(self.config.model.model)
+        """Change settings (validated; a fitted model is kept until the next ``fit``)."""
+        config = self.config.replace(**settings)
+        get_spec(config.model.model)
+        self.config = config
+        self._params = {**self._params, **settings}
         return self
 
     def __repr__(self) -> str:
@@ -207,21 +301,42 @@ class Detector:
             raise NotFittedError("This Detector is not fitted yet: call fit(data) first "
                                  "(or Detector.load(path) for a saved one).")
 
+    def _set_fitted(self, f: _Fitted) -> None:
+        """Publish a fitted state: the one place the ``*_`` attributes are written."""
+        for name in (fld.name for fld in dataclasses.fields(_Fitted)):
+            setattr(self, name + "_", getattr(f, name))
+        with self._scoring_lock:
+            self._scoring, self._scoring_key = None, ()
+
     @property
     def lookback(self) -> int:
         return self.config.model.lookback
 
     @property
-    def task(self) -> str:
-        return get_spec(self.config.model.model).task
+    def kind(self) -> str:
+        """What the model does with a window: ``forecast``, ``reconstruct`` or ``score``."""
+        return get_spec(self.config.model.model).kind
+
+    @property
+    def layout(self) -> WindowLayout:
+        return WindowLayout(self.lookback, self.kind)
 
     @property
     def sensors_(self) -> tuple[str, ...]:
         self._check_fitted()
         return self.pipeline_.sensors_
 
+    @property
+    def labels_(self) -> np.ndarray:
+        """The fit data's flags on its own rows, 0/1 (PyOD's ``labels_``; 0 where unscored)."""
+        self._check_fitted()
+        with np.errstate(invalid="ignore"):
+            return (np.asarray(self.decision_scores_) > self.threshold_).astype(np.int64)
+
     # -- data --------------------------------------------------------------------------------
-    def _frame(self, data: DataLike) -> pd.DataFrame:
+    def as_frame(self, data: DataLike) -> pd.DataFrame:
+        """The table this detector reads from ``data``: a DataFrame as it is, a Series as one
+        column, a 2-D array with columns ``sensor_1 ..``, a CSV path through ``load_csv``."""
         if isinstance(data, pd.DataFrame):
             return data
         if isinstance(data, pd.Series):
@@ -237,77 +352,108 @@ class Detector:
             return pd.DataFrame(data, columns=[f"sensor_{i + 1}" for i in range(data.shape[1])])
         raise DataError(f"Expected a DataFrame, a 2-D array or a CSV path; got {type(data).__name__}.")
 
-    def _min_rows(self, fitting: bool) -> int:
-        # fit needs at least two windows; scoring at least one
-        return self.lookback + (2 if fitting else (1 if self.task == "forecast" else 0))
-
     def prepare(self, data: DataLike) -> tuple[SensorData, np.ndarray]:
         """The fitted pipeline applied to ``data``: (prepared data, scaled float32 values)."""
         self._check_fitted()
-        sd = self.pipeline_.prepare(self._frame(data), min_rows=self._min_rows(False))
+        sd = self.pipeline_.prepare(self.as_frame(data), min_rows=self.layout.min_rows())
         return sd, self.scaler_.transform(sd.values)
 
-    def windows(self, scaled: np.ndarray) -> Windows:
-        return make_windows(scaled, self.lookback, self.task)
+    # -- the score -----------------------------------------------------------------------------
+    def _score_module(self, model: torch.nn.Module, error_mean: Optional[np.ndarray] = None,
+                      error_precision: Optional[np.ndarray] = None,
+                      error_scale: Optional[np.ndarray] = None, score: Optional[str] = None) -> ScoreModule:
+        cfg = self.config.score
+        score = score or cfg.score
+        maha = score == "mahalanobis"
+        return ScoreModule(model, self.kind, score, cfg.reduction, error_mean if maha else None,
+                           error_precision if maha else None, error_scale)
 
-    # -- errors and scores -----------------------------------------------------------------
-    def _errors(self, model: torch.nn.Module, scaled: np.ndarray, device: torch.device) -> _Errors:
-        win = self.windows(scaled)
-        n, s = len(win.judged), scaled.shape[1]
-        squared = np.empty((n, s), dtype=np.float32)
-        vector = np.empty((n, s), dtype=np.float32)
-        forecast = self.task == "forecast"
-        last = self.config.score.reduction == "last"
-        model.eval()
+    def scoring(self) -> Scoring:
+        """The fitted score as explanations use it (see :class:`~msda_widgets.engine.scoring.Scoring`).
+
+        One record per fitted state and score settings, built on first use and reused: a new fit,
+        a load or other score settings give a new one."""
+        self._check_fitted()
+        cfg = self.config
+        key = (self.model_, self.background_, self.error_mean_, self.error_precision_, self.error_scale_,
+               cfg.score.score, cfg.score.reduction, str(self.device_))
+        with self._scoring_lock:
+            same = len(key) == len(self._scoring_key) and all(
+                a is b or (isinstance(a, str) and a == b) for a, b in zip(key, self._scoring_key))
+            if self._scoring is None or not same:
+                module = self._score_module(self.model_, self.error_mean_, self.error_precision_,
+                                            self.error_scale_).to(self.device_)
+                self._scoring = Scoring(module, self.layout, tuple(self.sensors_), self.background_, self.scaler_,
+                                        torch.device(self.device_), cfg.train.num_threads, cfg.model.model)
+                self._scoring_key = key
+            return self._scoring
+
+    @staticmethod
+    def _passes(module: ScoreModule, windows: np.ndarray, device: torch.device,
+                raw: bool) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        """Score windows ``(N, T, S)`` in batches: (float64 scores, squared errors ``(N, S)``,
+        error vectors ``(N, S)``). ``raw``: errors before the error scale and no scores (``fit``
+        learns the scale and the statistics from them)."""
+        n = len(windows)
+        s = windows.shape[2]
+        scores = np.full(n, np.nan)
+        squared = np.empty((n, s), dtype=np.float32) if module.has_errors else None
+        vector = np.empty((n, s), dtype=np.float32) if module.has_errors else None
+        module.eval()
         with torch.inference_mode():
             for start in range(0, n, SCORE_BATCH):
                 stop = min(start + SCORE_BATCH, n)
-                x = _tensor(win.inputs[start:stop]).to(device)
-                out = model(x)
-                if forecast:
-                    y = _tensor(win.targets[start:stop]).to(device)
-                    err = y - out
-                    sq = err.square()
-                elif last:
-                    err = x[:, -1] - out[:, -1]
-                    sq = err.square()
+                x = _tensor(windows[start:stop]).to(device)
+                if not module.has_errors:
+                    scores[start:stop] = module.scores64(x).cpu().numpy()
+                    continue
+                sq, err = module.raw_errors(x)
+                if raw:
+                    err = err if err is not None else sq.sqrt()
                 else:
-                    sq = (x - out).square().mean(dim=1)
-                    err = sq.sqrt()
+                    sq, err = module.scale_errors(sq, err)
+                    scores[start:stop] = module.combine(sq, err).cpu().numpy()
                 squared[start:stop] = sq.cpu().numpy()
                 vector[start:stop] = err.cpu().numpy()
-        return _Errors(win.judged, squared, vector)
+        return scores, squared, vector
 
-    def _scores_from(self, errors: _Errors) -> np.ndarray:
-        if self.config.score.score == "mahalanobis":
-            centred = errors.vector.astype(np.float64) - self.error_mean_
-            return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, self.error_precision_, centred), 0.0))
-        return np.sqrt(errors.squared.astype(np.float64).sum(axis=1))
-
-    def _fit_mahalanobis(self, vectors: np.ndarray) -> None:
+    @staticmethod
+    def _mahalanobis_stats(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         v = vectors.astype(np.float64)
-        self.error_mean_ = v.mean(axis=0)
+        mean = v.mean(axis=0)
         cov = np.atleast_2d(np.cov(v, rowvar=False)) if len(v) > 1 else np.eye(v.shape[1])
         ridge = 1e-6 * max(float(np.trace(cov)) / len(cov), 1e-12)
-        self.error_precision_ = np.linalg.pinv(cov + ridge * np.eye(len(cov)))
+        return mean, np.linalg.pinv(cov + ridge * np.eye(len(cov)))
+
+    @staticmethod
+    def _error_scale(vectors: np.ndarray) -> np.ndarray:
+        """Each sensor's error spread (root mean square) on normal held-out windows, floored at
+        ``ERROR_SCALE_FLOOR`` times the largest so no sensor's error is divided by ~0."""
+        rms = np.sqrt(np.mean(np.square(vectors.astype(np.float64)), axis=0))
+        top = float(rms.max()) if rms.size and np.isfinite(rms).all() else 1.0
+        return np.maximum(rms, max(top * ERROR_SCALE_FLOOR, 1e-12)).astype(np.float32)
 
     # -- fit -------------------------------------------------------------------------------------
-    def fit(self, data: DataLike, *, on_batch: Optional[Callable[[Progress], None]] = None,
+    def fit(self, X: DataLike, y: Any = None, *, on_batch: Optional[Callable[[Progress], None]] = None,
             on_epoch: Optional[Callable[[Progress], None]] = None,
             cancel: Optional[CancelToken] = None) -> "Detector":
-        """Fit the scaler, train the network and set ``threshold_`` from the fit data's scores.
+        """Fit the scaler, train the model and set ``threshold_`` from the fit data's scores.
 
+        ``y`` is ignored (unsupervised; accepted for scikit-learn's and PyOD's contract).
         ``on_batch`` / ``on_epoch`` receive a :class:`~msda_widgets.engine.training.Progress`;
         ``cancel`` (a :class:`CancelToken`) stops training within one batch and keeps the best
-        weights so far. The caller's data is never modified.
+        weights so far. The caller's data is never modified; a failed fit keeps the previous
+        fitted state.
         """
         cfg = self.config
         spec = get_spec(cfg.model.model)
         if cfg.model.lookback < spec.min_lookback:
             raise ConfigError(f"{spec.name} needs lookback >= {spec.min_lookback}; got {cfg.model.lookback}.")
+        layout = self.layout
         t0 = time.perf_counter()
         pipeline = DataPipeline(cfg.data)
-        sd = pipeline.fit_prepare(self._frame(data), min_rows=self._min_rows(True))
+        frame = self.as_frame(X)
+        sd = pipeline.fit_prepare(frame, min_rows=layout.min_rows(fitting=True))
         lookback, n_rows = cfg.model.lookback, len(sd.values)
         n_val_rows = int(round(n_rows * cfg.train.validation_split))
         # the validation part must hold a window; the training part must keep two
@@ -316,11 +462,12 @@ class Detector:
         train_rows = n_rows - n_val_rows
         scaler = Scaler(cfg.data.scaling).fit(sd.values[:train_rows])
         scaled = scaler.transform(sd.values)
-        win = make_windows(scaled, lookback, spec.task)
-        starts = np.arange(len(win.judged))
-        train_idx = np.flatnonzero(win.judged < train_rows)
-        val_idx = np.flatnonzero(starts >= train_rows) if n_val_rows else np.empty(0, dtype=np.int64)
-        inputs, targets, reconstruct = win.inputs, win.targets, spec.task == "reconstruct"
+        windows = layout.windows(scaled)
+        judged = layout.judged(n_rows)
+        train_idx = np.flatnonzero(judged < train_rows)
+        val_idx = np.flatnonzero(np.arange(len(judged)) >= train_rows) if n_val_rows else np.empty(0, dtype=np.int64)
+        inputs, targets = layout.split(windows)
+        reconstruct = spec.kind != "forecast"
 
         def batch_fn(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             x = _tensor(inputs[idx])  # fancy indexing already copies, so no second copy is made
@@ -331,51 +478,79 @@ class Detector:
             if cfg.train.seed is None:
                 torch.seed()
             model = build_model(cfg.model, sd.values.shape[1]).to(device)
-            history = train_model(model, batch_fn, train_idx, val_idx, cfg.train, device=device,
-                                  on_batch=on_batch, on_epoch=on_epoch, cancel=cancel)
-            errors = self._errors(model, scaled, device)
-        if not np.isfinite(errors.squared).all():
-            raise TrainingError(f"The trained network gives NaN or infinite errors on the fit data (its weights "
-                                f"grew too large); lower the learning rate (now {cfg.train.learning_rate:g}).")
-
-        # only now, with everything computed, replace the fitted state (a failed fit keeps the old one)
-        self.pipeline_, self.scaler_, self.model_, self.device_ = pipeline, scaler, model, device
-        self.history_: History = history
-        self.data_report_: DataReport = sd.report
-        self._fit_mahalanobis(errors.vector[train_idx])
-        self.train_scores_ = self._scores_from(errors)
-        self.train_index_ = sd.index[errors.judged]
-        self.threshold_ = compute_threshold(self.train_scores_, cfg.score.threshold, cfg.score.threshold_param)
-        self.background_ = self._background(win, train_idx, self.train_scores_)
-        self.fit_seconds_ = time.perf_counter() - t0
+            if hasattr(model, "fit_windows"):
+                history = self._fit_closed_form(model, inputs, train_idx, val_idx, batch_fn, device,
+                                                on_epoch, cancel)
+            else:
+                history = train_model(model, batch_fn, train_idx, val_idx, cfg.train, device=device,
+                                      on_batch=on_batch, on_epoch=on_epoch, cancel=cancel)
+            raw = self._score_module(model, score="l2")
+            scores, squared, vectors = self._passes(raw, windows, device, raw=True)
+            error_mean = np.zeros(sd.values.shape[1])
+            error_precision = np.eye(sd.values.shape[1])
+            error_scale = None
+            if raw.has_errors:
+                if not np.isfinite(squared).all():
+                    raise TrainingError(f"The trained network gives NaN or infinite errors on the fit data (its "
+                                        f"weights grew too large); lower the learning rate (now "
+                                        f"{cfg.train.learning_rate:g}).")
+                if cfg.score.standardize_errors:
+                    error_scale = self._error_scale(vectors[val_idx if len(val_idx) else train_idx])
+                final = self._score_module(model, error_scale=error_scale, score="l2")
+                scaled_sq, scaled_vec = final.scale_errors(torch.from_numpy(squared), torch.from_numpy(vectors))
+                error_mean, error_precision = self._mahalanobis_stats(scaled_vec.numpy()[train_idx])
+                final = self._score_module(model, error_mean, error_precision, error_scale)
+                with torch.inference_mode():
+                    scores = final.combine(scaled_sq, scaled_vec).numpy()
+            elif not np.isfinite(scores).all():
+                raise TrainingError("The fitted model gives NaN or infinite scores on the fit data.")
+        threshold = compute_threshold(scores, cfg.score.threshold, cfg.score.threshold_param)
+        full = np.full(n_rows, np.nan)
+        full[judged] = scores
+        self._set_fitted(_Fitted(
+            pipeline=pipeline, scaler=scaler, model=model, device=device, history=history,
+            threshold=float(threshold), train_scores=scores, train_index=sd.index[judged],
+            decision_scores=full[sd.positions], error_mean=error_mean, error_precision=error_precision,
+            error_scale=error_scale, background=self._background(windows, train_idx, scores, threshold),
+            data_report=sd.report, fit_seconds=time.perf_counter() - t0, versions=_versions()))
         return self
 
-    def _background(self, win: Windows, train_idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Up to BACKGROUND_SIZE normal training windows (score <= threshold), evenly spaced in time.
+    def _fit_closed_form(self, model: torch.nn.Module, inputs: np.ndarray, train_idx: np.ndarray,
+                         val_idx: np.ndarray, batch_fn: Callable, device: torch.device,
+                         on_epoch: Optional[Callable[[Progress], None]], cancel: Optional[CancelToken]) -> History:
+        """Fit a model that learns in closed form (``fit_windows``) and report it as one epoch."""
+        t0 = time.perf_counter()
+        if cancel is not None and cancel.cancelled:
+            return History((), "cancelled", None, 0.0, len(train_idx), len(val_idx), "Cancelled before fitting.")
+        model.fit_windows(np.ascontiguousarray(inputs[train_idx], dtype=np.float32), seed=self.config.train.seed)
+        model.to(device)
+        if get_spec(self.config.model.model).kind == "score":
+            train_loss, val_loss = float("nan"), None
+        else:
+            train_loss = evaluate_loss(model, batch_fn, train_idx, device)
+            val_loss = evaluate_loss(model, batch_fn, val_idx, device) if len(val_idx) else None
+        seconds = time.perf_counter() - t0
+        record = EpochRecord(1, train_loss, val_loss, seconds, seconds)
+        if on_epoch is not None:
+            on_epoch(Progress("epoch", 1, 1, 1, 1, 1.0, seconds, 0.0, train_loss, val_loss))
+        return History((record,), "completed", 1, seconds, len(train_idx), len(val_idx))
 
-        Shape ``(K, lookback + 1, S)`` for a forecaster (the window and the observed next step) and
-        ``(K, lookback, S)`` for an autoencoder: the same layout as an explanation's input.
-        Chosen without randomness, so explanations are reproducible; saved with the model.
-        """
-        normal = train_idx[scores[train_idx] <= self.threshold_]
+    @staticmethod
+    def _background(windows: np.ndarray, train_idx: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """Up to BACKGROUND_SIZE normal training windows (score <= threshold), evenly spaced in time,
+        in the layout explanations read ``(K, T, S)``. Chosen without randomness, so explanations
+        are reproducible; saved with the model."""
+        normal = train_idx[scores[train_idx] <= threshold]
         if len(normal) == 0:
             normal = train_idx
         pick = normal[np.unique(np.linspace(0, len(normal) - 1, min(BACKGROUND_SIZE, len(normal))).round().astype(int))]
-        return self.explain_input(win, pick)
-
-    def explain_input(self, win: Windows, idx: np.ndarray) -> np.ndarray:
-        """The tensor layout explanations use for windows ``idx``: float32 ``(n, L(+1), S)``;
-        a forecaster's observed next step is appended as the last time step (offset 0)."""
-        x = np.asarray(win.inputs[idx], dtype=np.float32)
-        if self.task == "forecast":
-            x = np.concatenate([x, np.asarray(win.targets[idx], dtype=np.float32)[:, None, :]], axis=1)
-        return np.ascontiguousarray(x)
+        return np.ascontiguousarray(windows[pick], dtype=np.float32)
 
     # -- explanations (see msda_widgets.engine.explain) --------------------------------------
     def explain(self, data: Union[DataLike, Detection], when: Any, method: str = "shap", **options: Any):
         """Attributions of this detector's own anomaly score at ``when`` (a timestamp/label of
         ``data``'s index, or an integer row position). Returns an ``Explanation``."""
-        from .explain import explain
+        from .explain import explain  # shap and captum load on first use
         return explain(self, data, when, method, **options)
 
     def explain_many(self, data: Union[DataLike, Detection], whens: Any = None, method: str = "shap",
@@ -391,26 +566,35 @@ class Detector:
 
     # -- scoring -------------------------------------------------------------------------------
     def detect(self, data: DataLike) -> Detection:
-        """Scores, anomaly flags and per-sensor contributions in one pass, on the caller's rows."""
+        """Scores, anomaly flags and per-sensor contributions in one pass (a :class:`Detection`,
+        in prepared-row order and on the caller's rows)."""
         self._check_fitted()
-        frame = self._frame(data)
-        sd = self.pipeline_.prepare(frame, min_rows=self._min_rows(False))
+        frame = self.as_frame(data)
+        sd = self.pipeline_.prepare(frame, min_rows=self.layout.min_rows())
         scaled = self.scaler_.transform(sd.values)
+        scoring = self.scoring()
         with torch_runtime(self.config.train.num_threads):
-            errors = self._errors(self.model_, scaled, self.device_)
-        n_rows = len(sd.values)
-        full_scores = np.full(n_rows, np.nan)
-        full_scores[errors.judged] = self._scores_from(errors)
-        full_contrib = np.full((n_rows, len(sd.sensors)), np.nan)
-        full_contrib[errors.judged] = errors.squared
-        scores = pd.Series(full_scores[sd.positions], index=frame.index, name="score")
-        contributions = pd.DataFrame(full_contrib[sd.positions], index=frame.index, columns=list(sd.sensors))
-        anomalies = (scores > self.threshold_).rename("anomaly")
-        return Detection(scores, anomalies, contributions, float(self.threshold_), sd)
+            scores, squared, _ = self._passes(scoring.module, scoring.layout.windows(scaled), self.device_, raw=False)
+        n_rows, judged = len(sd.values), scoring.layout.judged(len(sd.values))
+        row_scores = np.full(n_rows, np.nan)
+        row_scores[judged] = scores
+        row_contrib = np.full((n_rows, len(sd.sensors)), np.nan)
+        if squared is not None:
+            row_contrib[judged] = squared
+        for a in (row_scores, row_contrib):
+            a.flags.writeable = False
+        label, labels = aligned_labels(frame, sd)
+        return Detection(sd, scoring.layout, row_scores, row_contrib, float(self.threshold_), frame.index,
+                         labels, label)
 
     def score(self, data: DataLike) -> pd.Series:
         """Anomaly score per row of ``data`` (NaN where no window judges the row)."""
         return self.detect(data).scores
+
+    def decision_function(self, X: DataLike) -> np.ndarray:
+        """PyOD's name for :meth:`score`: a float64 array, one score per row of ``X`` in its own
+        order, NaN where no window judges the row (the first rows of the series)."""
+        return self.detect(X).scores.to_numpy(dtype=np.float64)
 
     def predict(self, data: DataLike) -> pd.Series:
         """True where the score is above ``threshold_`` (False where there is no score)."""
@@ -426,7 +610,7 @@ class Detector:
         self._check_fitted()
         method = method or self.config.score.threshold
         value = compute_threshold(self.train_scores_, method, param)
-        self.config = self.config.replace(threshold=method, threshold_param=param)
+        self.set_params(threshold=method, threshold_param=param)
         self.threshold_ = value
         return value
 
@@ -438,16 +622,22 @@ class Detector:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": json.dumps(self.config.flat(), default=_json_default),
-            "versions": json.dumps(_versions()),
+            "versions": json.dumps(self.versions_),
             "state_dict": {k: v.detach().cpu().clone() for k, v in self.model_.state_dict().items()},
             "pipeline": _encode(self.pipeline_.to_state()),
             "scaler": _encode(self.scaler_.to_state()),
             "threshold": float(self.threshold_),
             "train_scores": torch.from_numpy(np.asarray(self.train_scores_, dtype=np.float64)),
-            "error_mean": torch.from_numpy(self.error_mean_),
-            "error_precision": torch.from_numpy(self.error_precision_),
+            "train_index": _encode_index(self.train_index_),
+            "decision_scores": torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64)),
+            "error_mean": torch.from_numpy(np.asarray(self.error_mean_, dtype=np.float64)),
+            "error_precision": torch.from_numpy(np.asarray(self.error_precision_, dtype=np.float64)),
+            "error_scale": (torch.from_numpy(np.asarray(self.error_scale_, dtype=np.float32))
+                            if self.error_scale_ is not None else None),
             "history": json.dumps(self.history_.to_dict(), default=_json_default),
             "background": torch.from_numpy(self.background_),
+            "data_report": _report_state(self.data_report_),
+            "fit_seconds": float(self.fit_seconds_),
         }
         path = Path(path)
         torch.save(bundle, path)
@@ -492,20 +682,28 @@ class Detector:
             raise ModelFileError(f"{name!s} has model format version {version!r}; this msda_widgets reads "
                                  f"version {FORMAT_VERSION}. Save it again with this version, or upgrade.")
         try:
-            det = cls(**json.loads(bundle["config"]))
+            det = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(bundle["config"]).items()})
             pipeline = DataPipeline.from_state(_decode(bundle["pipeline"]))
             scaler = Scaler.from_state(_decode(bundle["scaler"]))
             model = build_model(det.config.model, len(pipeline.sensors_))
             model.load_state_dict(bundle["state_dict"], strict=True)
-            history = History.from_dict(json.loads(bundle["history"]))
-            threshold = float(bundle["threshold"])
-            train_scores = bundle["train_scores"].numpy()
-            error_mean = bundle["error_mean"].numpy()
-            error_precision = bundle["error_precision"].numpy()
-            background = bundle["background"].numpy()
-            _check_bundle(det, len(pipeline.sensors_), scaler, model, threshold, train_scores, error_mean,
-                          error_precision, background)
-            versions = json.loads(bundle.get("versions", "{}"))
+            scale = bundle.get("error_scale")
+            fitted = _Fitted(
+                pipeline=pipeline, scaler=scaler, model=model, device=torch.device("cpu"),
+                history=History.from_dict(json.loads(bundle["history"])),
+                threshold=float(bundle["threshold"]),
+                train_scores=bundle["train_scores"].numpy(),
+                train_index=_decode_index(bundle["train_index"]),
+                decision_scores=bundle["decision_scores"].numpy(),
+                error_mean=bundle["error_mean"].numpy(),
+                error_precision=bundle["error_precision"].numpy(),
+                error_scale=None if scale is None else scale.numpy(),
+                background=bundle["background"].numpy(),
+                data_report=_report_from(bundle["data_report"]),
+                fit_seconds=float(bundle["fit_seconds"]),
+                versions=json.loads(bundle.get("versions", "{}")),
+            )
+            _check_bundle(det, fitted)
         except ModelFileError:
             raise
         except Exception as exc:  # any inconsistency inside the bundle
@@ -514,8 +712,5 @@ class Detector:
                                  f"and save it.") from None
         device = resolve_device("cpu" if det.config.train.device == "cuda" and not torch.cuda.is_available()
                                 else det.config.train.device)
-        det.pipeline_, det.scaler_, det.model_, det.device_ = pipeline, scaler, model.to(device).eval(), device
-        det.history_, det.threshold_, det.train_scores_ = history, threshold, train_scores
-        det.error_mean_, det.error_precision_, det.background_ = error_mean, error_precision, background
-        det.versions_ = versions
+        det._set_fitted(dataclasses.replace(fitted, model=model.to(device).eval(), device=device))
         return det

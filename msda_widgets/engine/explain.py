@@ -6,7 +6,7 @@ fitted :class:`~msda_widgets.engine.detector.Detector` into a differentiable ``t
 that maps a window to exactly the score ``Detector.score`` gives (L2 or Mahalanobis, ``last`` or
 ``window`` reduction), and every attribution method works on that module.
 
-The input layout (shared with ``Detector.explain_input`` and ``Detector.background_``) is a
+The input layout (the :class:`~msda_widgets.engine.layout.WindowLayout`, shared with ``Detector.background_``) is a
 ``(T, S)`` window of scaled values:
 
 * forecaster (``deepcnn``): ``T = lookback + 1``, the ``lookback`` input steps at offsets
@@ -87,7 +87,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from . import catalogue
+from .layout import KINDS, WindowLayout
 from .models import DeepCNN, LSTMAutoencoder
+from .results import Detection
+from .scoring import TINY as _TINY
+from .scoring import ScoreModule, Scoring
 from .training import torch_runtime
 
 __all__ = [
@@ -109,11 +114,11 @@ __all__ = [
     "SHAP_TOLERANCE",
 ]
 
-#: Default number of expected-gradient samples per explained row ("shap"), per task: about the
+#: Default number of expected-gradient samples per explained row ("shap"), per model kind: about the
 #: most that keeps a click under 50 ms for 26 sensors x lookback 10 on 2 CPU cores (the CNN's cost
 #: is mostly shap's per-sample Python loop, the LSTM autoencoder's its forward/backward passes).
 SHAP_NSAMPLES = {"forecast": 500, "reconstruct": 300}
-#: Stated additivity tolerance of "shap" at the default nsamples, per task: (relative, absolute),
+#: Stated additivity tolerance of "shap" at the default nsamples, per model kind: (relative, absolute),
 #: i.e. ``|delta| <= relative * |score - base_value| + absolute``.
 SHAP_TOLERANCE = {"forecast": (0.2, 0.01), "reconstruct": (0.5, 0.01)}
 #: Default coalitions evaluated by "kernel_shap" (all 2**S - 2 when fewer: then it is exact).
@@ -122,14 +127,13 @@ KERNEL_SHAP_NSAMPLES = 2048
 IG_STEPS = 32
 #: Default perturbed samples of "lime".
 LIME_SAMPLES = 256
-#: Windows per forward/backward pass in batched methods, per task (bounds memory; the CNN gets
+#: Windows per forward/backward pass in batched methods, per model kind (bounds memory; the CNN gets
 #: faster per window up to large batches, the LSTM's per-window cost grows past about 1000).
-WINDOWS_PER_PASS = {"forecast": 8192, "reconstruct": 1024}
+WINDOWS_PER_PASS = {"forecast": 8192, "reconstruct": 1024, "score": 1024}
 #: Rows explained per shap call in explain_many.
 SHAP_ROWS_PER_CALL = 64
 #: Width of LIME's exponential kernel on the cosine distance between coalitions.
 LIME_KERNEL_WIDTH = 0.25
-_TINY = 1e-30  # keeps sqrt differentiable at an exactly zero error
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,91 +291,10 @@ class ExplanationSet:
 # the score as a module
 # --------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Evaluate in eval mode (no dropout) and put back any module that was training."""
-    training = [m for m in model.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m in training:
-            m.training = True
-
-
-class ScoreModule(nn.Module):
-    """A detector's anomaly score as a differentiable module: ``(B, T, S) -> (B,)``.
-
-    The input is the explanation layout (a forecaster's ``lookback`` steps followed by the observed
-    step; an autoencoder's window). The output is the detector's own score: the L2 norm of the
-    error, or its Mahalanobis distance under the training errors (computed in float64 like the
-    detector), with the ``last`` or ``window`` reduction. It always evaluates the network in eval
-    mode (modules that were training are put back afterwards).
-    """
-
-    def __init__(self, model: nn.Module, task: str, score: str = "l2", reduction: str = "last",
-                 error_mean: Optional[np.ndarray] = None, error_precision: Optional[np.ndarray] = None):
-        super().__init__()
-        if task not in ("forecast", "reconstruct"):
-            raise ConfigError(f"task must be 'forecast' or 'reconstruct'; got {task!r}.")
-        if score == "mahalanobis" and (error_mean is None or error_precision is None):
-            raise ConfigError("The Mahalanobis score needs the training errors' mean and precision.")
-        self.model = model
-        self.task, self.score, self.reduction = task, score, reduction
-        if score == "mahalanobis":
-            self.register_buffer("error_mean", torch.as_tensor(np.asarray(error_mean, dtype=np.float64)))
-            self.register_buffer("error_precision", torch.as_tensor(np.asarray(error_precision, dtype=np.float64)))
-
-    def extra_repr(self) -> str:
-        return f"task={self.task!r}, score={self.score!r}, reduction={self.reduction!r}"
-
-    def squared_errors(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, S)``: each sensor's squared error where the score takes it (the judged step;
-        for ``reduction="window"`` each step's error divided by ``T``, so the sum over time is
-        the mean the score uses)."""
-        with _eval_mode(self.model):
-            out = torch.zeros_like(x)
-            if self.task == "forecast":
-                out[:, -1] = (x[:, -1] - self.model(x[:, :-1])).square()
-            elif self.reduction == "last":
-                out[:, -1] = (x[:, -1] - self.model(x)[:, -1]).square()
-            else:
-                out = (x - self.model(x)).square() / x.shape[1]
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _eval_mode(self.model):
-            if self.task == "forecast":
-                err = x[:, -1] - self.model(x[:, :-1])
-                sq = err.square()
-            elif self.reduction == "last":
-                err = x[:, -1] - self.model(x)[:, -1]
-                sq = err.square()
-            else:
-                sq = (x - self.model(x)).square().mean(dim=1)
-                err = None
-        if self.score == "mahalanobis":
-            vector = err if err is not None else sq.clamp_min(_TINY).sqrt()
-            centred = vector.double() - self.error_mean
-            q = ((centred @ self.error_precision) * centred).sum(dim=-1)
-        else:
-            q = sq.double().sum(dim=-1)
-        return q.clamp_min(_TINY).sqrt().to(x.dtype)
-
-
 def score_module(det: Any) -> ScoreModule:
-    """The fitted detector's anomaly score as a differentiable module ``(B, T, S) -> (B,)``.
-
-    ``score_module(det)(x)`` equals ``det.score(...)`` at the row whose window ``x`` is (within
-    float32 rounding). The module shares the detector's network (no copy).
-    """
-    det._check_fitted()
-    cfg = det.config.score
-    maha = cfg.score == "mahalanobis"
-    module = ScoreModule(det.model_, det.task, cfg.score, cfg.reduction,
-                         det.error_mean_ if maha else None, det.error_precision_ if maha else None)
-    return module.to(det.device_)
+    """The fitted detector's anomaly score as a differentiable module ``(B, T, S) -> (B,)``: the
+    very module ``det.detect`` scores through (``det.scoring().module``), sharing its network."""
+    return det.scoring().module
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,24 +307,24 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 
 
 @contextlib.contextmanager
-def _isolated(det: Any) -> Iterator[None]:
+def _isolated(scoring: Scoring) -> Iterator[None]:
     """Eval mode, no parameter gradients, the detector's thread setting and private RNG states;
     everything (modes, requires_grad, .grad, hooks, threads, torch and numpy RNG) is put back on
     exit, also after an exception."""
-    with _detector_lock(det):
-        model = det.model_
+    model = scoring.model
+    with _model_lock(model):
         modules = list(model.modules())
         modes = [m.training for m in modules]
         hooks = [{name: dict(getattr(m, name)) for name in _HOOK_DICTS if hasattr(m, name)} for m in modules]
         params = list(model.parameters())
         saved = [(p.requires_grad, p.grad) for p in params]
         np_state = np.random.get_state()
-        device = torch.device(det.device_)
+        device = scoring.device
         cuda = device.type == "cuda"
         rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
         try:
             with contextlib.ExitStack() as stack:
-                stack.enter_context(torch_runtime(det.config.train.num_threads))
+                stack.enter_context(torch_runtime(scoring.num_threads))
                 stack.enter_context(torch.random.fork_rng(devices=rng_devices))
                 stack.enter_context(torch.enable_grad())
                 if cuda:  # cuDNN's RNN backward refuses eval mode; the native kernels do not
@@ -443,17 +366,16 @@ def _numpy_seed(seed: int) -> Iterator[None]:
 
 @dataclass(eq=False)
 class ExplainContext:
-    """What every method gets, built once per fitted detector and cached (it holds no reference
-    to the detector itself, so the cache never keeps one alive).
+    """What every method gets, built once per fitted state (``Detector.scoring()``) and cached.
 
-    ``task`` is ``"forecast"`` or ``"reconstruct"``; ``module`` the score; ``background`` the
-    detector's normal training windows ``(K, T, S)``
-    (``Detector.background_`` as a tensor on the model's device); ``baseline`` their mean window
-    ``(1, T, S)``; ``background_scores`` their scores and ``baseline_score`` the baseline's.
-    ``store`` is a scratch dict for methods to keep per-detector objects (e.g. a shap explainer).
+    ``kind`` is the model's kind (``forecast``, ``reconstruct`` or ``score``); ``module`` the
+    score; ``background`` the detector's normal training windows ``(K, T, S)`` as a tensor on the
+    model's device; ``baseline`` their mean window ``(1, T, S)``; ``background_scores`` their
+    scores and ``baseline_score`` the baseline's. ``store`` is a scratch dict for methods to keep
+    per-detector objects (e.g. a shap explainer).
     """
 
-    task: str
+    kind: str
     module: ScoreModule
     background: torch.Tensor
     baseline: torch.Tensor
@@ -473,8 +395,8 @@ class ExplainContext:
 
     @property
     def pass_size(self) -> int:
-        """Windows per forward/backward pass (:data:`WINDOWS_PER_PASS` of the task)."""
-        return WINDOWS_PER_PASS[self.task]
+        """Windows per forward/backward pass (:data:`WINDOWS_PER_PASS` of the kind)."""
+        return WINDOWS_PER_PASS[self.kind]
 
     def rows_per_pass(self, windows_per_row: int = 1) -> int:
         return max(1, self.pass_size // max(1, windows_per_row))
@@ -488,61 +410,43 @@ class ExplainContext:
             return torch.cat([self.module(x[i:i + step]) for i in range(0, len(x), step)])
 
 
-@dataclass
-class _Cached:
-    key: tuple
-    context: ExplainContext
-
-
-_CACHE: "weakref.WeakKeyDictionary[Any, _Cached]" = weakref.WeakKeyDictionary()
+_CACHE: "weakref.WeakKeyDictionary[Scoring, ExplainContext]" = weakref.WeakKeyDictionary()
 _CACHE_LOCK = threading.Lock()
-_DETECTOR_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 
 
-def _detector_lock(det: Any) -> threading.RLock:
-    """One lock per detector: explanations of one network run one at a time (they switch its
-    modes and flags), explanations of different detectors in parallel."""
+def _model_lock(model: nn.Module) -> threading.RLock:
+    """One lock per network: explanations of one network run one at a time (they switch its
+    modes and flags), explanations of different networks in parallel."""
     with _CACHE_LOCK:
-        lock = _DETECTOR_LOCKS.get(det)
+        lock = _MODEL_LOCKS.get(model)
         if lock is None:
-            lock = _DETECTOR_LOCKS[det] = threading.RLock()
+            lock = _MODEL_LOCKS[model] = threading.RLock()
         return lock
 
 
-def _context_key(det: Any) -> tuple:
-    cfg = det.config.score
-    return (det.model_, det.background_, det.error_mean_, det.error_precision_, cfg.score, cfg.reduction,
-            str(det.device_))
+def offsets_for(kind: str, lookback: int) -> np.ndarray:
+    """The offsets of the window layout (see :class:`~msda_widgets.engine.layout.WindowLayout`)."""
+    return WindowLayout(lookback, kind).offsets
 
 
-def _same_key(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(x is y or (isinstance(x, str) and x == y) for x, y in zip(a, b))
-
-
-def offsets_for(task: str, lookback: int) -> np.ndarray:
-    """The offsets of the window layout: ``-lookback..0`` (forecast), ``-(lookback-1)..0``."""
-    first = -lookback if task == "forecast" else -(lookback - 1)
-    return np.arange(first, 1, dtype=np.int64)
-
-
-def _context(det: Any) -> ExplainContext:
-    """The cached context of ``det``; rebuilt when its model, background, Mahalanobis statistics
-    or score settings changed. Call inside :func:`_isolated`."""
-    key = _context_key(det)
+def _context(scoring: Scoring) -> ExplainContext:
+    """The cached context of a fitted state (a new fit, load or score setting gives a new
+    ``Scoring`` and so a new context). Call inside :func:`_isolated`."""
     with _CACHE_LOCK:
-        cached = _CACHE.get(det)
-        if cached is not None and _same_key(cached.key, key):
-            return cached.context
-    module = score_module(det)
-    background = torch.as_tensor(np.asarray(det.background_, dtype=np.float32)).to(det.device_)
+        cached = _CACHE.get(scoring)
+    if cached is not None:
+        return cached
+    module = scoring.module
+    background = torch.as_tensor(np.asarray(scoring.background, dtype=np.float32)).to(scoring.device)
     baseline = background.mean(dim=0, keepdim=True)
     with torch.no_grad():
         bg_scores = module(background)
         base_score = float(module(baseline)[0])
-    ctx = ExplainContext(det.task, module, background, baseline, bg_scores, base_score, tuple(det.sensors_),
-                         offsets_for(det.task, det.lookback))
+    ctx = ExplainContext(scoring.kind, module, background, baseline, bg_scores, base_score, scoring.sensors,
+                         scoring.layout.offsets)
     with _CACHE_LOCK:
-        _CACHE[det] = _Cached(key, ctx)
+        _CACHE[scoring] = ctx
     return ctx
 
 
@@ -564,20 +468,42 @@ class Attribution:
 
 @dataclass(frozen=True)
 class ExplainMethod:
-    """An attribution method.
+    """An attribution method: its catalogue entry (:class:`~msda_widgets.engine.catalogue.MethodInfo`:
+    name, description, the model kinds it serves, whether it needs gradients, ...) and ``func``.
 
     ``func(context, x, **options) -> Attribution`` explains a batch ``x`` of windows ``(n, T, S)``
     (on the model's device); its keyword-only parameters are the options a caller may pass, with
-    their defaults. ``models`` lists the tasks it supports; ``needs`` (optional) says in words what
-    else it requires; ``additive`` whether the values sum to ``score - base_value``.
+    their defaults. Build one with :meth:`create` (a new method) or from the catalogue.
     """
 
-    name: str
+    info: catalogue.MethodInfo
     func: Callable[..., Attribution]
-    description: str
-    models: tuple[str, ...] = ("forecast", "reconstruct")
-    additive: bool = False
-    needs: str = ""
+
+    @classmethod
+    def create(cls, name: str, func: Callable[..., Attribution], description: str, *,
+               kinds: tuple[str, ...] = KINDS, gradients: bool = True, additive: bool = False,
+               needs: str = "", models: Optional[tuple[str, ...]] = None) -> "ExplainMethod":
+        return cls(catalogue.MethodInfo(name, description, tuple(kinds), gradients, additive, models, needs), func)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def description(self) -> str:
+        return self.info.description
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self.info.kinds
+
+    @property
+    def additive(self) -> bool:
+        return self.info.additive
+
+    @property
+    def needs(self) -> str:
+        return self.info.needs
 
     @property
     def options(self) -> dict[str, Any]:
@@ -590,30 +516,38 @@ EXPLAINERS: dict[str, ExplainMethod] = {}
 
 
 def register_explainer(method: ExplainMethod, *, replace: bool = False) -> None:
-    """Add an attribution method to :data:`EXPLAINERS` (its name must be new unless ``replace``)."""
+    """Add an attribution method to :data:`EXPLAINERS` and the catalogue (its name must be new
+    unless ``replace``)."""
     if not isinstance(method, ExplainMethod):
         raise ConfigError(f"register_explainer needs an ExplainMethod; got {type(method).__name__}.")
     if method.name in EXPLAINERS and not replace:
         raise ConfigError(f"An explanation method named {method.name!r} is already registered.")
-    bad = [t for t in method.models if t not in ("forecast", "reconstruct")]
-    if bad or not method.models:
-        raise ConfigError(f"ExplainMethod.models must list 'forecast' and/or 'reconstruct'; got {method.models!r}.")
+    bad = [k for k in method.kinds if k not in KINDS]
+    if bad or not method.kinds:
+        raise ConfigError(f"An explanation method must serve some of {', '.join(map(repr, KINDS))}; got "
+                          f"{method.kinds!r}.")
+    catalogue.add_method(method.info, replace=True)
     EXPLAINERS[method.name] = method
 
 
-def _get_method(det: Any, name: Any) -> ExplainMethod:
+def _get_method(scoring: Scoring, name: Any) -> ExplainMethod:
     spec = EXPLAINERS.get(name) if isinstance(name, str) else None
     if spec is None:
         raise ConfigError(f"Unknown explanation method {name!r}; choose one of "
                           f"{', '.join(map(repr, EXPLAINERS))}.")
-    if det.task not in spec.models:
-        model = det.config.model.model
+    model = catalogue.model_info(scoring.model_name)
+    if not spec.info.serves(model):
+        usable = ", ".join(repr(n) for n, m in EXPLAINERS.items() if m.info.serves(model))
         if spec.needs:
-            usable = ", ".join(repr(n) for n, m in EXPLAINERS.items() if det.task in m.models)
-            raise ConfigError(f"Method {name!r} needs {spec.needs}; this detector's model {model!r} is not one. "
-                              f"Methods for it: {usable}.")
-        raise ConfigError(f"Method {name!r} explains {' and '.join(spec.models)} models; this detector's "
-                          f"{model!r} is a {det.task!r} model.")
+            raise ConfigError(f"Method {name!r} needs {spec.needs}; this detector's model {model.name!r} is not "
+                              f"one. Methods for it: {usable}.")
+        if spec.info.gradients and not model.differentiable:
+            raise ConfigError(f"Method {name!r} differentiates the score, and this detector's model "
+                              f"{model.name!r} is not differentiable. Methods for it: {usable}.")
+        if model.kind not in spec.kinds:
+            raise ConfigError(f"Method {name!r} explains {' and '.join(spec.kinds)} models; this detector's "
+                              f"{model.name!r} is a {model.kind!r} model. Methods for it: {usable}.")
+        raise ConfigError(f"Method {name!r} does not explain {model.name!r}. Methods for it: {usable}.")
     return spec
 
 
@@ -685,7 +619,7 @@ def _gradient_explainer(ctx: ExplainContext, m: int) -> Any:
 
 def _shap(ctx: ExplainContext, x: torch.Tensor, *, nsamples: Optional[int] = None, seed: int = 0) -> Attribution:
     if nsamples is None:
-        nsamples = SHAP_NSAMPLES[ctx.task]
+        nsamples = SHAP_NSAMPLES[ctx.kind]
     nsamples, seed = _positive_int(nsamples, "nsamples", "shap"), _seed_arg(seed, "shap")
     n = len(x)
     values = np.empty(tuple(x.shape), dtype=np.float64)
@@ -761,7 +695,7 @@ def _integrated_gradients(ctx: ExplainContext, x: torch.Tensor, *, n_steps: int 
                        _numpy(torch.cat(deltas)).reshape(-1))
 
 
-_CNN = "a CNN (a network with convolution layers over time, such as 'deepcnn')"
+_CNN = catalogue.method_info("grad_cam").needs
 
 
 def _cam_layer(model: nn.Module) -> nn.Module:
@@ -816,25 +750,10 @@ def _lime(ctx: ExplainContext, x: torch.Tensor, *, n_samples: int = LIME_SAMPLES
     return Attribution(values, np.full(n, ctx.baseline_score))
 
 
-for _method in (
-    ExplainMethod("error", _error, "Each sensor's squared prediction / reconstruction error at this "
-                  "timestamp (its share of the squared score).", additive=False),
-    ExplainMethod("shap", _shap, "SHAP expected gradients: how much each sensor and time step moved the "
-                  "score away from its average over normal windows.", additive=True),
-    ExplainMethod("kernel_shap", _kernel_shap, "Kernel SHAP over sensors: each sensor's exact share of "
-                  "the score gap to a typical normal window (model-agnostic, slower).", additive=True),
-    ExplainMethod("saliency", _saliency, "Gradient magnitude: where a small change of the input moves "
-                  "the score most (sensitivity, not contribution)."),
-    ExplainMethod("input_x_gradient", _input_x_gradient, "Input times gradient: a first-order "
-                  "contribution of each cell relative to an all-zero input."),
-    ExplainMethod("integrated_gradients", _integrated_gradients, "Integrated gradients from a typical "
-                  "normal window to this one: contributions that add up to the score gap.", additive=True),
-    ExplainMethod("grad_cam", _grad_cam, "Grad-CAM on the CNN's last convolution: which time steps of "
-                  "the window the network looked at (time only, not sensors).", models=("forecast",),
-                  needs=_CNN),
-    ExplainMethod("lime", _lime, "LIME over sensors: a local linear fit of the score to which sensors "
-                  "are kept or replaced by normal values."),
-):
+_FUNCS = {"error": _error, "shap": _shap, "kernel_shap": _kernel_shap, "saliency": _saliency,
+          "input_x_gradient": _input_x_gradient, "integrated_gradients": _integrated_gradients,
+          "grad_cam": _grad_cam, "lime": _lime}
+for _method in (ExplainMethod(catalogue.method_info(name), func) for name, func in _FUNCS.items()):
     register_explainer(_method)
 
 
@@ -849,23 +768,16 @@ class _Source:
     detection: Any            # the Detection when one was given (its scores are exact), else None
 
 
-def _source(det: Any, data: Any) -> _Source:
-    from .detector import Detection
-    det._check_fitted()
+def _source(det: Any, scoring: Scoring, data: Any) -> _Source:
     if isinstance(data, Detection):
         sd = data.data
-        if tuple(sd.sensors) != tuple(det.sensors_):
+        if tuple(sd.sensors) != scoring.sensors:
             raise DataError("This Detection was made with other sensors than the detector's "
-                            f"({', '.join(map(str, det.sensors_))}); run det.detect(data) again.")
-        return _Source(sd, data.scores.index, data)
-    frame = det._frame(data)
+                            f"({', '.join(map(str, scoring.sensors))}); run det.detect(data) again.")
+        return _Source(sd, data.caller_index, data)
+    frame = det.as_frame(data)
     sd, _ = det.prepare(frame)
     return _Source(sd, frame.index, None)
-
-
-def _first_scored(det: Any) -> int:
-    """Rows (time order) at the start that no window judges."""
-    return det.lookback if det.task == "forecast" else det.lookback - 1
 
 
 def _describe_index(index: pd.Index) -> str:
@@ -874,7 +786,7 @@ def _describe_index(index: pd.Index) -> str:
     return f"the data's index has {len(index)} rows, from {index[0]!r} to {index[-1]!r}"
 
 
-def _locate(det: Any, src: _Source, when: Any) -> tuple[Any, int]:
+def _locate(src: _Source, when: Any) -> tuple[Any, int]:
     """(the caller's label, the prepared row) of ``when``: a label of the caller's index or an
     integer row position. A label absent there is also looked up in the prepared time index."""
     index, positions = src.index, src.data.positions
@@ -909,12 +821,12 @@ def _locate(det: Any, src: _Source, when: Any) -> tuple[Any, int]:
                     f"row position.")
 
 
-def _check_scored(det: Any, label: Any, position: int) -> None:
-    first = _first_scored(det)
+def _check_scored(layout: WindowLayout, label: Any, position: int) -> None:
+    first = layout.first_scored
     if position < first:
         raise DataError(f"Row {label!r} has no anomaly score: the first {first} rows (in time order) have "
-                        f"none, because a window of lookback={det.lookback} rows "
-                        f"{'precedes' if det.task == 'forecast' else 'ends at'} each scored row. "
+                        f"none, because a window of lookback={layout.lookback} rows "
+                        f"{'precedes' if layout.kind == 'forecast' else 'ends at'} each scored row. "
                         f"Choose a later row.")
 
 
@@ -942,43 +854,36 @@ class _Rows:
     scores: Optional[np.ndarray]  # the Detection's scores for them (exact), else None
 
 
-def _rows(det: Any, src: _Source, whens: Any) -> _Rows:
+def _rows(layout: WindowLayout, src: _Source, whens: Any) -> _Rows:
     labels, positions = [], []
     for when in _iter_whens(src, whens):
-        label, pos = _locate(det, src, when)
-        _check_scored(det, label, pos)
+        label, pos = _locate(src, when)
+        _check_scored(layout, label, pos)
         labels.append(label)
         positions.append(pos)
     positions_arr = np.asarray(positions, dtype=np.int64)
     scores = None
     if src.detection is not None and len(positions_arr):
-        # the Detection's score of each prepared row (any caller row mapping to it has it)
-        by_position = np.full(len(src.data.values), np.nan)
-        by_position[np.asarray(src.data.positions)] = src.detection.scores.to_numpy(dtype=np.float64)
-        scores = by_position[positions_arr]
+        scores = src.detection.row_scores[positions_arr]  # exact: the Detection's own scores
     return _Rows(labels, positions_arr, scores)
-
-
-def _window_rows(det: Any, positions: np.ndarray) -> np.ndarray:
-    """Row numbers ``(n, T)`` of the prepared series making up each position's window."""
-    span = len(offsets_for(det.task, det.lookback))
-    return positions[:, None] + np.arange(-(span - 1), 1)[None, :]
 
 
 # --------------------------------------------------------------------------------------------
 # public entry points
 # --------------------------------------------------------------------------------------------
 
-def _explain_rows(det: Any, src: _Source, rows: _Rows, method: str, options: Mapping[str, Any]) -> ExplanationSet:
-    spec = _get_method(det, method)
+def _explain_rows(det: Any, scoring: Scoring, src: _Source, rows: _Rows, method: str,
+                  options: Mapping[str, Any]) -> ExplanationSet:
+    spec = _get_method(scoring, method)
     opts = _check_options(spec, options)
+    layout = scoring.layout
     t_start = time.perf_counter()
     unique, inverse = np.unique(rows.positions, return_inverse=True)
-    raw = np.asarray(src.data.values, dtype=np.float64)[_window_rows(det, unique)] if len(unique) else \
-        np.zeros((0, len(offsets_for(det.task, det.lookback)), len(det.sensors_)))
-    inputs = det.scaler_.transform(raw) if len(unique) else raw.astype(np.float32)
-    with _isolated(det):
-        ctx = _context(det)
+    raw = np.asarray(src.data.values, dtype=np.float64)[layout.window_rows(unique)] if len(unique) else \
+        np.zeros((0, layout.steps, len(scoring.sensors)))
+    inputs = scoring.scaler.transform(raw) if len(unique) else raw.astype(np.float32)
+    with _isolated(scoring):
+        ctx = _context(scoring)
         x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(ctx.device)
         t0 = time.perf_counter()
         result = spec.func(ctx, x, **opts) if len(unique) else Attribution(raw.copy(), np.zeros(0))
@@ -1001,7 +906,7 @@ def _explain_rows(det: Any, src: _Source, rows: _Rows, method: str, options: Map
             delta = None
         out.append(Explanation(
             when=label, position=int(pos), method=spec.name, values=_readonly(values),
-            offsets=_readonly(offsets_for(det.task, det.lookback)), sensors=tuple(det.sensors_),
+            offsets=_readonly(layout.offsets), sensors=scoring.sensors,
             inputs=_readonly(inputs[u]), raw=_readonly(raw[u]), base_value=base, score=score,
             threshold=threshold, seconds=per_row, delta=delta, by_time_only=bool(result.by_time_only)))
     return ExplanationSet(tuple(out), spec.name, time.perf_counter() - t_start)
@@ -1010,18 +915,22 @@ def _explain_rows(det: Any, src: _Source, rows: _Rows, method: str, options: Map
 def explain(det: Any, data: Any, when: Any, method: str = "shap", **options: Any) -> Explanation:
     """Attributions of ``det``'s own anomaly score at the row ``when`` of ``data``.
 
-    ``data`` is anything the detector accepts (DataFrame, array, CSV path) or the ``Detection``
-    from ``det.detect(df)``: then nothing is prepared again and only the window's rows are scaled.
-    ``when`` is a label of the data's index (a ``Timestamp`` or a string such as ``"1998-01-07"``
-    for a DatetimeIndex) or an integer row position (``iloc``; also for an integer index).
-    ``method`` is a name in :data:`EXPLAINERS`; ``options`` its options (e.g. ``nsamples``,
-    ``seed`` for "shap"). Raises ``DataError`` for an unknown row or one with no score,
-    ``ConfigError`` for an unknown method, option, or a method the model does not support.
+    ``det`` is a fitted detector: anything with ``scoring()`` (the :class:`Scoring` protocol),
+    ``threshold_``, ``as_frame(data)`` and ``prepare(data)``, as
+    :class:`~msda_widgets.engine.detector.Detector` has. ``data`` is anything the detector
+    accepts (DataFrame, array, CSV path) or the ``Detection`` from ``det.detect(df)``: then nothing
+    is prepared again and only the window's rows are scaled. ``when`` is a label of the data's
+    index (a ``Timestamp`` or a string such as ``"1998-01-07"`` for a DatetimeIndex) or an integer
+    row position (``iloc``; also for an integer index). ``method`` is a name in
+    :data:`EXPLAINERS`; ``options`` its options (e.g. ``nsamples``, ``seed`` for "shap"). Raises
+    ``DataError`` for an unknown row or one with no score, ``ConfigError`` for an unknown method,
+    option, or a method the model does not support.
     """
-    _get_method(det, method)  # fail on the method before preparing any data
-    src = _source(det, data)
-    rows = _rows(det, src, [when])
-    return _explain_rows(det, src, rows, method, options).explanations[0]
+    scoring = det.scoring()
+    _get_method(scoring, method)  # fail on the method before preparing any data
+    src = _source(det, scoring, data)
+    rows = _rows(scoring.layout, src, [when])
+    return _explain_rows(det, scoring, src, rows, method, options).explanations[0]
 
 
 def explain_many(det: Any, data: Any, whens: Any = None, method: str = "shap", **options: Any) -> ExplanationSet:
@@ -1030,14 +939,14 @@ def explain_many(det: Any, data: Any, whens: Any = None, method: str = "shap", *
     scored once with ``det.detect``). The rows are explained in batches (one shap call per up to
     SHAP_ROWS_PER_CALL rows, one captum call per pass); each explanation equals ``explain`` of its
     row with the same options (up to float rounding)."""
-    _get_method(det, method)
-    from .detector import Detection
+    scoring = det.scoring()
+    _get_method(scoring, method)
     if whens is None and not isinstance(data, Detection):
         data = det.detect(data)
-    src = _source(det, data)
+    src = _source(det, scoring, data)
     if whens is None:
         whens = src.detection.anomalies.to_numpy(dtype=bool)
-    return _explain_rows(det, src, _rows(det, src, whens), method, options)
+    return _explain_rows(det, scoring, src, _rows(scoring.layout, src, whens), method, options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1109,28 +1018,30 @@ def activations(det: Any, data: Any, when: Any) -> dict[str, pd.DataFrame]:
     ``encoder1``, ``encoder2``, ``decoder1``, ... (hidden states, time x hidden) and ``output``
     (the reconstruction, time x sensors).
     """
-    src = _source(det, data)
-    label, pos = _locate(det, src, when)
-    _check_scored(det, label, pos)
-    model = det.model_
+    scoring = det.scoring()
+    layout = scoring.layout
+    src = _source(det, scoring, data)
+    label, pos = _locate(src, when)
+    _check_scored(layout, label, pos)
+    model = scoring.model
     builder = next((f for cls, f in ACTIVATION_TAPS.items() if isinstance(model, cls)), None)
     if builder is None:
         raise ConfigError(f"activations() does not know the layers of {type(model).__name__}; it supports "
                           f"{', '.join(c.__name__ for c in ACTIVATION_TAPS)}.")
-    taps = builder(model, det.lookback, tuple(det.sensors_))
-    raw = np.asarray(src.data.values, dtype=np.float64)[_window_rows(det, np.array([pos]))]
-    x = torch.from_numpy(det.scaler_.transform(raw))
-    if det.task == "forecast":
+    taps = builder(model, layout.lookback, scoring.sensors)
+    raw = np.asarray(src.data.values, dtype=np.float64)[layout.window_rows(np.array([pos]))]
+    x = torch.from_numpy(scoring.scaler.transform(raw))
+    if layout.kind == "forecast":
         x = x[:, :-1]  # the network sees the lookback steps only
     seen: dict[str, Any] = {}
-    with _isolated(det):
+    with _isolated(scoring):
         handles = []
         try:
             for tap in taps:
                 handles.append(tap.module.register_forward_hook(
                     lambda _m, _i, out, name=tap.name: seen.__setitem__(name, out)))
             with torch.no_grad():
-                model(x.to(det.device_))
+                model(x.to(scoring.device))
         finally:
             for h in handles:
                 h.remove()

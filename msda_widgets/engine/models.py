@@ -1,12 +1,16 @@
 """Model registry: the networks a Detector can train.
 
-Each entry is a :class:`ModelSpec` whose ``task`` says what the network outputs:
+Each entry is a :class:`ModelSpec` whose ``kind`` says what the network outputs (see
+:mod:`msda_widgets.engine.layout`):
 
 * ``"forecast"``: input window ``(B, L, S)`` -> the next step ``(B, S)``;
-* ``"reconstruct"``: input window ``(B, L, S)`` -> the same window ``(B, L, S)``.
+* ``"reconstruct"``: input window ``(B, L, S)`` -> the same window ``(B, L, S)``;
+* ``"score"``: input window ``(B, L, S)`` -> an anomaly score ``(B,)`` (a black box).
 
-Add a model with :func:`register_model`; the Detector, the training loop and the explanations
-only rely on ``task`` and on ``forward``.
+A module with a ``fit_windows(inputs, seed=None)`` method learns in closed form from the training
+windows instead of by gradient descent. Names and descriptions live in the torch-free
+:mod:`~msda_widgets.engine.catalogue`; :func:`register_model` adds to both. The Detector, the
+training loop and the explanations only rely on ``kind`` and on ``forward``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from . import catalogue
+from .layout import KINDS
 
 __all__ = ["ModelSpec", "MODELS", "register_model", "build_model", "get_spec", "DeepCNN",
            "LSTMAutoencoder"]
@@ -34,7 +40,7 @@ class DeepCNN(nn.Module):
     lookback, so any number of sensors and any lookback >= 4 work.
     """
 
-    task = "forecast"
+    kind = "forecast"
 
     def __init__(self, n_sensors: int, lookback: int, conv_channels=(32, 32), kernel_size: int = 3,
                  dense_units: int = 40, dropout: float = 0.2):
@@ -71,7 +77,7 @@ class LSTMAutoencoder(nn.Module):
     maps each decoded step back to the sensors.
     """
 
-    task = "reconstruct"
+    kind = "reconstruct"
 
     def __init__(self, n_sensors: int, lookback: int, hidden_sizes=(128, 64), dropout: float = 0.2):
         super().__init__()
@@ -104,29 +110,46 @@ class LSTMAutoencoder(nn.Module):
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A registered model: how to build its module, and its catalogue entry (``info``)."""
+
     name: str
-    task: str                      # "forecast" | "reconstruct"
+    kind: str                      # "forecast" | "reconstruct" | "score"
     build: Callable[[int, ModelConfig], nn.Module]
     min_lookback: int
     description: str
+    label: str = ""
+    differentiable: bool = True
+    family: str = "deep"
+
+    @property
+    def info(self) -> catalogue.ModelInfo:
+        return catalogue.ModelInfo(self.name, self.label or self.name, self.description, self.kind,
+                                   self.differentiable, self.family, self.min_lookback)
+
+    @classmethod
+    def from_catalogue(cls, name: str, build: Callable[[int, ModelConfig], nn.Module]) -> "ModelSpec":
+        info = catalogue.model_info(name)
+        return cls(info.name, info.kind, build, info.min_lookback, info.description, info.label,
+                   info.differentiable, info.family)
 
 
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register_model(spec: ModelSpec) -> None:
-    """Add a model to the registry (its name must be new)."""
-    if spec.name in MODELS:
+def register_model(spec: ModelSpec, *, replace: bool = False) -> None:
+    """Add a model to the registry and the catalogue (its name must be new unless ``replace``)."""
+    if spec.name in MODELS and not replace:
         raise ConfigError(f"A model named {spec.name!r} is already registered.")
-    if spec.task not in ("forecast", "reconstruct"):
-        raise ConfigError(f"Model task must be 'forecast' or 'reconstruct'; got {spec.task!r}.")
+    if spec.kind not in KINDS:
+        raise ConfigError(f"Model kind must be one of {', '.join(map(repr, KINDS))}; got {spec.kind!r}.")
+    catalogue.add_model(spec.info, replace=True)
     MODELS[spec.name] = spec
 
 
 def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"Unknown model {name!r}; choose one of {', '.join(map(repr, MODELS))}.") from None
 
 
@@ -140,13 +163,7 @@ def build_model(config: ModelConfig, n_sensors: int) -> nn.Module:
     return spec.build(n_sensors, config)
 
 
-register_model(ModelSpec(
-    name="deepcnn", task="forecast", min_lookback=4,
-    description="DeepAnT-style 1-D CNN that forecasts the next time step; score = forecast error.",
-    build=lambda n, c: DeepCNN(n, c.lookback, c.conv_channels, c.kernel_size, c.dense_units, c.dropout),
-))
-register_model(ModelSpec(
-    name="lstm_ae", task="reconstruct", min_lookback=2,
-    description="Stacked LSTM autoencoder that reconstructs the window; score = reconstruction error.",
-    build=lambda n, c: LSTMAutoencoder(n, c.lookback, c.hidden_sizes, c.dropout),
-))
+register_model(ModelSpec.from_catalogue(
+    "deepcnn", lambda n, c: DeepCNN(n, c.lookback, c.conv_channels, c.kernel_size, c.dense_units, c.dropout)))
+register_model(ModelSpec.from_catalogue(
+    "lstm_ae", lambda n, c: LSTMAutoencoder(n, c.lookback, c.hidden_sizes, c.dropout)))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from msda_widgets.engine import catalogue
 from msda_widgets import ConfigError, DataError, Detector, NotFittedError, datasets
 from msda_widgets.engine.explain import (EXPLAINERS, SHAP_TOLERANCE, ExplainMethod, Explanation, ExplanationSet,
                                          register_explainer, score_module)
@@ -73,7 +74,7 @@ def flagged_rows(found, start: int = N_FIT, limit: int = 12) -> list[int]:
 
 
 def methods(det) -> list[str]:
-    return [m for m, spec in EXPLAINERS.items() if det.task in spec.models]
+    return [m for m, spec in EXPLAINERS.items() if spec.info.serves(catalogue.model_info(det.config.model.model))]
 
 
 # ------------------------------------------------------------------------- the score itself
@@ -83,21 +84,21 @@ def methods(det) -> list[str]:
 def test_score_module_is_the_detectors_score(det, plant, score, reduction):
     d = copy.copy(det).set_params(score=score, reduction=reduction)
     sd, scaled = d.prepare(plant.data)
-    win = d.windows(scaled)
-    idx = np.linspace(0, len(win.judged) - 1, 40).round().astype(int)
-    x = torch.from_numpy(d.explain_input(win, idx))  # the detector's own layout
+    windows, judged = d.layout.windows(scaled), d.layout.judged(len(scaled))
+    idx = np.linspace(0, len(judged) - 1, 40).round().astype(int)
+    x = torch.from_numpy(np.ascontiguousarray(windows[idx]))  # the detector's own layout
     with torch.no_grad():
         ours = score_module(d)(x).double().numpy()
-    theirs = d.score(plant.data).to_numpy()[win.judged[idx]]  # the index is in time order
+    theirs = d.score(plant.data).to_numpy()[judged[idx]]  # the index is in time order
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
-    row = int(win.judged[idx[-1]])
+    row = int(judged[idx[-1]])
     assert d.explain(plant.data, row, method="error").score == pytest.approx(theirs[-1], rel=1e-5)
 
 
 # ------------------------------------------------------------------------- additivity
 
 def test_shap_values_add_up_within_the_stated_tolerance(det, found):
-    rel, absolute = SHAP_TOLERANCE[det.task]
+    rel, absolute = SHAP_TOLERANCE[det.kind]
     result = det.explain_many(found, flagged_rows(found), method="shap")
     assert len(result) >= 5
     for e in result:
@@ -145,7 +146,7 @@ def test_error_values_are_the_squared_errors(det, found):
     np.testing.assert_allclose(e.by_sensor[contributions.index].to_numpy(), contributions.to_numpy(), rtol=1e-5,
                                atol=1e-6 * contributions.sum())
     assert e.base_value == 0 and e.delta is None
-    if det.task == "forecast" or det.config.score.reduction == "last":
+    if det.kind == "forecast" or det.config.score.reduction == "last":
         assert np.all(e.values[:-1] == 0)
 
 
@@ -182,7 +183,7 @@ def test_a_single_spike_is_blamed_on_its_sensor(model, request, spiked):
             assert e.by_time_only
             continue
         assert e.top_sensors[0] == SPIKE_SENSOR, (method, e.by_sensor)
-        if d.task == "forecast" and method in ("error", "shap", "saliency", "input_x_gradient",
+        if d.kind == "forecast" and method in ("error", "shap", "saliency", "input_x_gradient",
                                                "integrated_gradients"):
             cell = np.unravel_index(np.argmax(np.abs(e.values)), e.values.shape)
             assert e.offsets[cell[0]] == 0 and e.sensors[cell[1]] == SPIKE_SENSOR, method
@@ -277,7 +278,7 @@ def test_state_is_restored_when_a_method_raises(dirty, found):
         torch.manual_seed(seed)
         raise RuntimeError("boom")
 
-    register_explainer(ExplainMethod("broken_for_test", broken, "raises", additive=False))
+    register_explainer(ExplainMethod.create("broken_for_test", broken, "raises", additive=False))
     try:
         before = _state(det.model_)
         np_before, torch_before = np.random.get_state()[1].copy(), torch.get_rng_state().clone()
@@ -288,6 +289,7 @@ def test_state_is_restored_when_a_method_raises(dirty, found):
         assert torch.equal(torch.get_rng_state(), torch_before)
     finally:
         EXPLAINERS.pop("broken_for_test")
+        catalogue.METHOD_INFO.pop("broken_for_test")
 
 
 def test_same_seed_same_values_other_seed_other_values(det, found):
@@ -329,7 +331,7 @@ def test_explanation_layout_and_labels(det, plant, found):
     row = flagged_rows(found)[0]
     e = det.explain(found, row, method="shap")
     assert isinstance(e, Explanation) and e.method == "shap" and e.when == plant.data.index[row]
-    n_steps = LOOKBACK + 1 if det.task == "forecast" else LOOKBACK
+    n_steps = LOOKBACK + 1 if det.kind == "forecast" else LOOKBACK
     assert e.values.shape == e.inputs.shape == e.raw.shape == (n_steps, N_SENSORS)
     assert list(e.offsets) == list(range(-(n_steps - 1), 1))
     assert e.sensors == tuple(plant.data.columns)
@@ -446,7 +448,9 @@ def test_registry_refuses_duplicates_and_documents_each_method():
         register_explainer(EXPLAINERS["shap"])
     for spec in EXPLAINERS.values():
         assert spec.description and "\n" not in spec.description
-    assert EXPLAINERS["grad_cam"].models == ("forecast",)
+    assert EXPLAINERS["grad_cam"].kinds == ("forecast",)
+    assert {m.name for m in catalogue.methods()} >= set(EXPLAINERS)
+    assert all(EXPLAINERS[n].description == catalogue.method_info(n).description for n in EXPLAINERS)
     assert EXPLAINERS["shap"].additive and EXPLAINERS["kernel_shap"].additive
     assert set(EXPLAINERS["shap"].options) == {"nsamples", "seed"}
     assert set(EXPLAINERS["integrated_gradients"].options) == {"n_steps"}

@@ -60,7 +60,7 @@ def test_deepcnn_outputs_do_not_mix_batch_samples():
 
 def test_registry_lookup_and_clash():
     assert {"deepcnn", "lstm_ae"} <= set(MODELS)
-    assert MODELS["deepcnn"].task == "forecast" and MODELS["lstm_ae"].task == "reconstruct"
+    assert MODELS["deepcnn"].kind == "forecast" and MODELS["lstm_ae"].kind == "reconstruct"
     with pytest.raises(ConfigError, match="Unknown model 'cnn'.*'deepcnn'"):
         build_model(ModelConfig(model="cnn"), 3)
     with pytest.raises(ConfigError, match="already registered"):

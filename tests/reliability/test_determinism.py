@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from msda_widgets.engine import catalogue
 from msda_widgets import Detector
 from msda_widgets.engine.explain import EXPLAINERS
 
@@ -34,7 +35,7 @@ def _frame():
 
 
 def _methods(det: Detector) -> list[str]:
-    return [name for name, m in sorted(EXPLAINERS.items()) if det.task in m.models]
+    return [name for name, m in sorted(EXPLAINERS.items()) if m.info.serves(catalogue.model_info(det.config.model.model))]
 
 
 def _fit(model: str) -> Detector:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from msda_widgets.engine import catalogue
 from msda_widgets import ConfigError, DataError, Detector
 from msda_widgets.engine.data import make_windows
 from msda_widgets.engine.explain import EXPLAINERS, offsets_for
@@ -57,7 +58,7 @@ def detector(request):
 
 def _unscored(det: Detector) -> int:
     """Rows at the start (time order) that no window judges."""
-    return LOOKBACK if det.task == "forecast" else LOOKBACK - 1
+    return LOOKBACK if det.kind == "forecast" else LOOKBACK - 1
 
 
 # -- windowing --------------------------------------------------------------------------------
@@ -175,12 +176,12 @@ def test_explanations_are_finite_and_shaped_like_the_window(detector, method, da
     rank = frame.index.argsort().argsort()
     scored = np.flatnonzero(rank >= _unscored(detector))
     when = int(data.draw(st.sampled_from(list(scored))))
-    if detector.task not in EXPLAINERS[method].models:  # e.g. grad_cam on the autoencoder
+    if not EXPLAINERS[method].info.serves(catalogue.model_info(detector.config.model.model)):  # e.g. grad_cam on the autoencoder
         with pytest.raises(ConfigError, match=method):
             detector.explain(frame, when, method)
         return
     e = detector.explain(frame, when, method, **EXPLAIN_OPTIONS.get(method, {}))
-    steps = len(offsets_for(detector.task, LOOKBACK))
+    steps = len(offsets_for(detector.kind, LOOKBACK))
     assert e.values.shape == (steps, len(SENSORS)) == e.inputs.shape == e.raw.shape
     assert np.isfinite(e.values).all(), e.values
     assert np.isfinite(e.score) and np.isfinite(e.base_value)
