@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements/constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[test,pyod]"
 	touch $(STAMP)
 
 demo: install

@@ -146,7 +146,7 @@ class _Fitted:
 
 def _encode_index(index: pd.Index) -> dict:
     if isinstance(index, pd.DatetimeIndex):
-        return {"kind": "datetime", "ns": torch.from_numpy(index.asi8.copy()),
+        return {"kind": "datetime", "ticks": torch.from_numpy(index.asi8.copy()), "unit": str(index.unit),
                 "tz": str(index.tz) if index.tz is not None else "", "name": index.name}
     values = np.asarray(index)
     if values.dtype.kind in "biuf":
@@ -157,7 +157,7 @@ def _encode_index(index: pd.Index) -> dict:
 def _decode_index(state: dict) -> pd.Index:
     kind, name = state["kind"], state.get("name")
     if kind == "datetime":
-        index = pd.DatetimeIndex(pd.to_datetime(state["ns"].numpy(), unit="ns"), name=name)
+        index = pd.DatetimeIndex(state["ticks"].numpy().astype(f"datetime64[{state['unit']}]"), name=name)
         return index.tz_localize("UTC").tz_convert(state["tz"]) if state["tz"] else index
     if kind == "numeric":
         return pd.Index(state["values"].numpy(), name=name)
@@ -449,6 +449,9 @@ class Detector:
         spec = get_spec(cfg.model.model)
         if cfg.model.lookback < spec.min_lookback:
             raise ConfigError(f"{spec.name} needs lookback >= {spec.min_lookback}; got {cfg.model.lookback}.")
+        if spec.kind == "score" and cfg.score.score == "mahalanobis":
+            raise ConfigError(f"{spec.name} outputs its own score, so it has no error vector for the Mahalanobis "
+                              f"score; use score='l2'.")
         layout = self.layout
         t0 = time.perf_counter()
         pipeline = DataPipeline(cfg.data)
@@ -618,6 +621,10 @@ class Detector:
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write a bundle (weights, JSON config, scaler, threshold, versions) to ``path``."""
         self._check_fitted()
+        if not getattr(self.model_, "savable", True):
+            raise ModelFileError(f"A {self.config.model.model!r} detector cannot be saved: its model is a Python "
+                                 f"object that only pickle could store, and msda_widgets model files never hold "
+                                 f"pickles. Fit it again from the data when you need it.")
         bundle = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -232,6 +232,25 @@ class Explanation:
             "raw": self.raw.tolist(),
         }
 
+    def _shap_parts(self, by: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if by == "sensor":
+            return self.values.sum(axis=0), np.asarray(self.raw[-1], dtype=np.float64), list(self.sensors)
+        if by == "cell":
+            names = [f"{s}@{int(o)}" for o in self.offsets for s in self.sensors]
+            return self.values.reshape(-1), np.asarray(self.raw, dtype=np.float64).reshape(-1), names
+        raise ConfigError(f"by={by!r} is not 'sensor' or 'cell'.")
+
+    def to_shap(self, by: str = "sensor") -> Any:
+        """This explanation as a ``shap.Explanation`` that ``shap.plots`` accept (waterfall, bar,
+        force): ``by="sensor"`` gives one value per sensor (its total over the window; ``data`` is
+        the observed raw value at the judged step), ``by="cell"`` one per (sensor, offset) cell
+        named ``"sensor@offset"``. ``base_values`` is :attr:`base_value`, so for an additive method
+        ``values.sum() + base_values`` is the score up to :attr:`delta`."""
+        import shap
+        values, data, names = self._shap_parts(by)
+        return shap.Explanation(values=values, base_values=float(self.base_value), data=data,
+                                feature_names=names)
+
     def __repr__(self) -> str:
         top = ", ".join(self.top_sensors[:3])
         return (f"Explanation(method={self.method!r}, when={self.when!r}, score={self.score:.4g}, "
@@ -282,6 +301,17 @@ class ExplanationSet:
         frame = pd.DataFrame(rows, columns=head)
         totals = pd.DataFrame(np.stack([e.values.sum(axis=0) for e in self.explanations]), columns=sensors)
         return pd.concat([frame, totals], axis=1)
+
+    def to_shap(self, by: str = "sensor") -> Any:
+        """All explanations as one ``shap.Explanation`` of shape ``(n, features)`` (see
+        :meth:`Explanation.to_shap`), e.g. for ``shap.plots.bar`` or ``shap.plots.beeswarm``."""
+        import shap
+        if not self.explanations:
+            raise ConfigError("This ExplanationSet is empty: there is nothing to convert.")
+        parts = [e._shap_parts(by) for e in self.explanations]
+        return shap.Explanation(values=np.stack([p[0] for p in parts]),
+                                base_values=np.array([e.base_value for e in self.explanations]),
+                                data=np.stack([p[1] for p in parts]), feature_names=parts[0][2])
 
     def __repr__(self) -> str:
         return f"ExplanationSet(method={self.method!r}, {len(self.explanations)} explanations, {self.seconds:.3g} s)"
