@@ -52,6 +52,8 @@ DEFAULT_TREES = 100
 DEFAULT_MAX_SAMPLES = 256
 #: Windows an isolation forest scores at a time (bounds the memory of one forward pass).
 _FOREST_CHUNK = 2048
+#: Training windows a PCA fit converts to float64 at a time.
+_PCA_CHUNK = 4096
 
 
 def _positive_int(value: object, name: str, model: str) -> int:
@@ -84,7 +86,8 @@ class _WindowModel(nn.Module):
         return f"n_sensors={self.n_sensors}, lookback={self.lookback}"
 
     def _training_rows(self, inputs: np.ndarray, min_windows: int, why: str) -> np.ndarray:
-        """The training windows ``(N, L, S)`` as ``(N, L * S)`` float64, after every check."""
+        """The training windows ``(N, L, S)`` as ``(N, L * S)`` (a view where it can be), after
+        every check."""
         name = type(self).__name__
         arr = np.asarray(inputs)
         if arr.ndim != 3 or arr.shape[1:] != (self.lookback, self.n_sensors):
@@ -95,7 +98,9 @@ class _WindowModel(nn.Module):
         if len(arr) < min_windows:
             raise DataError(f"{name} needs at least {min_windows} training windows {why}; got {len(arr)}. "
                             f"Give it more rows (or a shorter lookback).")
-        flat = arr.reshape(len(arr), -1).astype(np.float64)
+        flat = arr.reshape(len(arr), -1)
+        if flat.dtype.kind != "f":
+            flat = flat.astype(np.float64)
         if not np.isfinite(flat).all():
             raise DataError(f"{name}: the training windows hold NaN or infinite values; impute or drop "
                             f"them before fitting.")
@@ -117,16 +122,18 @@ class PCAModel(_WindowModel):
     """Reconstruction of the flattened window from its first principal components.
 
     ``forward(x) = ((x_flat - mean_) @ components_.T) @ components_ + mean_``, reshaped to
-    ``(B, L, S)``. The components come from an SVD (float64) of the mean-centred training
-    windows; each component's sign is chosen so that its largest entry is positive.
+    ``(B, L, S)``. The components are the leading right singular vectors of the mean-centred
+    training windows (float64: the eigenvectors of their scatter matrix when there are more
+    windows than values, an SVD otherwise); each component's sign is chosen so that its largest
+    entry is positive.
 
     ``n_components``: principal components kept. ``None`` (the default) keeps
     ``min(DEFAULT_PCA_COMPONENTS, lookback * n_sensors)``, and fewer when the training windows
     span fewer directions; an explicit value must be at most ``lookback * n_sensors`` (else
     ``ConfigError``) and at most the number of training windows (else ``DataError`` at fit).
-    A component along which the training windows do not vary at all (zero singular value) is
-    left out (its row is zero), so a sensor that was constant in training is reconstructed as
-    its mean and any movement of it is an error.
+    A component along which the training windows do not vary (its variance is below
+    ``max(N, L*S) * eps`` times the largest) is left out (its row is zero), so a sensor that was
+    constant in training is reconstructed as its mean and any movement of it is an error.
 
     Fitted buffers: ``mean_`` ``(L*S,)``, ``components_`` ``(k, L*S)``, ``explained_variance_``
     ``(k,)`` (float64).
@@ -159,20 +166,26 @@ class PCAModel(_WindowModel):
         if self.n_components is not None and len(flat) < self.k:
             raise DataError(f"PCAModel: n_components={self.k} is more than the {len(flat)} training windows; "
                             f"choose n_components <= {len(flat)} or give it more rows.")
-        mean = flat.mean(axis=0)
-        centred = flat - mean
-        # with more windows than values, the SVD of the QR factor R gives the same s and V, faster
-        _, s, vt = np.linalg.svd(np.linalg.qr(centred, mode="r") if len(flat) > self.n_features else centred,
-                                 full_matrices=False)
+        n, d = flat.shape
+        mean = flat.mean(axis=0, dtype=np.float64)
+        if n > d:  # eigenvectors of the (d, d) scatter matrix, accumulated in float64 chunks
+            scatter = np.zeros((d, d))
+            for start in range(0, n, _PCA_CHUNK):
+                part = flat[start:start + _PCA_CHUNK].astype(np.float64) - mean
+                scatter += part.T @ part
+            power, vectors = np.linalg.eigh(scatter)
+            power, vt = np.maximum(power[::-1], 0.0), vectors[:, ::-1].T
+        else:
+            _, s, vt = np.linalg.svd(flat.astype(np.float64) - mean, full_matrices=False)
+            power = s ** 2
         biggest = np.abs(vt).argmax(axis=1)
         vt = vt * np.sign(vt[np.arange(len(vt)), biggest])[:, None]
-        tol = (s[0] if len(s) else 0.0) * max(centred.shape) * np.finfo(np.float64).eps
-        keep = min(self.k, len(s))
-        components = np.zeros((self.k, self.n_features))
+        keep = min(self.k, len(power))
+        real = power[:keep] > power[0] * max(n, d) * np.finfo(np.float64).eps
+        components = np.zeros((self.k, d))
         variance = np.zeros(self.k)
-        real = s[:keep] > tol
         components[:keep][real] = vt[:keep][real]
-        variance[:keep][real] = s[:keep][real] ** 2 / (len(flat) - 1)
+        variance[:keep][real] = power[:keep][real] / (n - 1)
         self._store(self.mean_, mean)
         self._store(self.components_, components)
         self._store(self.explained_variance_, variance)
@@ -203,27 +216,26 @@ class ZScoreModel(_WindowModel):
     def fit_windows(self, inputs: np.ndarray, seed: Optional[int] = None) -> None:
         """Fit on training windows ``(N, L, S)``; ``seed`` is unused."""
         flat = self._training_rows(inputs, 1, "to take a mean")
-        self._store(self.mean_, flat.reshape(-1, self.n_sensors).mean(axis=0))
+        self._store(self.mean_, flat.reshape(-1, self.n_sensors).mean(axis=0, dtype=np.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, S) -> (B, L, S)
         self._flat(x)
         return _connect(self.mean_.to(x.dtype).expand(x.shape).clone(), x)
 
 
-def _squared_distances(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """``(N, K)`` squared Euclidean distances (float64, never negative)."""
-    d2 = (x * x).sum(axis=1)[:, None] - 2.0 * (x @ c.T) + (c * c).sum(axis=1)[None, :]
-    return np.maximum(d2, 0.0)
+def _squared_distances(x: np.ndarray, c: np.ndarray, x_sq: np.ndarray) -> np.ndarray:
+    """``(N, K)`` squared Euclidean distances (float64, never negative); ``x_sq``: ``(x * x).sum(1)``."""
+    return np.maximum(x_sq[:, None] - 2.0 * (x @ c.T) + (c * c).sum(axis=1)[None, :], 0.0)
 
 
-def _kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeans_plus_plus(x: np.ndarray, x_sq: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Greedy k-means++ seeding (Arthur and Vassilvitskii, 2007): each new centre is the best of
     ``2 + log(k)`` candidates drawn in proportion to the squared distance to the centres so far."""
     n = len(x)
     trials = 2 + int(math.log(k))
     centres = np.empty((k, x.shape[1]))
     centres[0] = x[rng.integers(n)]
-    closest = _squared_distances(x, centres[:1])[:, 0]
+    closest = _squared_distances(x, centres[:1], x_sq)[:, 0]
     for j in range(1, k):
         total = closest.sum()
         if total <= 0:  # every window already sits on a centre: any window will do
@@ -231,34 +243,40 @@ def _kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.nda
         else:
             candidates = np.searchsorted(np.cumsum(closest), rng.random(trials) * total, side="right")
             candidates = np.minimum(candidates, n - 1)
-        d2 = np.minimum(closest[None, :], _squared_distances(x[candidates], x).reshape(trials, n))
-        best = int(d2.sum(axis=1).argmin())
+        d2 = np.minimum(closest[:, None], _squared_distances(x, x[candidates], x_sq))
+        best = int(d2.sum(axis=0).argmin())
         centres[j] = x[candidates[best]]
-        closest = d2[best]
+        closest = d2[:, best]
     return centres
 
 
-def _lloyd(x: np.ndarray, centres: np.ndarray, max_iter: int) -> tuple[np.ndarray, float]:
-    """Lloyd iterations until the assignment stops changing (or ``max_iter``); an emptied cluster
-    moves to the window farthest from its centre. Returns (centres, inertia)."""
-    k = len(centres)
+def _lloyd(x: np.ndarray, x_sq: np.ndarray, centres: np.ndarray, max_iter: int,
+           tol: float) -> tuple[np.ndarray, float]:
+    """Lloyd iterations until the assignment stops changing, the centres move by at most ``tol``
+    in total squared distance, or ``max_iter``; an emptied cluster moves to the window farthest
+    from its centre. Returns (centres, inertia)."""
+    k, n = len(centres), len(x)
     labels = None
+    members = np.zeros((k, n))
     for _ in range(max_iter):
-        d2 = _squared_distances(x, centres)
+        d2 = _squared_distances(x, centres, x_sq)
         new = d2.argmin(axis=1)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
         counts = np.bincount(labels, minlength=k)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, x)
+        members.fill(0.0)
+        members[labels, np.arange(n)] = 1.0
+        moved = (members @ x) / np.maximum(counts, 1)[:, None]
         empty = np.flatnonzero(counts == 0)
-        centres = sums / np.maximum(counts, 1)[:, None]
         if len(empty):
-            far = np.argsort(-d2[np.arange(len(x)), labels], kind="stable")[:len(empty)]
-            centres[empty] = x[far]
-    d2 = _squared_distances(x, centres)
-    return centres, float(d2.min(axis=1).sum())
+            far = np.argsort(-d2[np.arange(n), labels], kind="stable")[:len(empty)]
+            moved[empty] = x[far]
+        shift = float(((moved - centres) ** 2).sum())
+        centres = moved
+        if shift <= tol:
+            break
+    return centres, float(_squared_distances(x, centres, x_sq).min(axis=1).sum())
 
 
 class KMeansModel(_WindowModel):
@@ -271,7 +289,9 @@ class KMeansModel(_WindowModel):
     ``n_clusters``: ``None`` (the default) finds ``DEFAULT_CLUSTERS`` clusters, or one per training
     window when there are fewer (the spare rows of ``centroids_`` repeat the first centroid, so
     they never change which centroid is nearest); an explicit value must be at most the number of
-    training windows (else ``DataError``). ``max_iter``: Lloyd iterations per restart, at most.
+    training windows (else ``DataError``). ``max_iter``: Lloyd iterations per restart, at most;
+    ``tol``: a restart stops once its centres move less than ``tol`` times the windows' mean
+    per-value variance (in total squared distance), as scikit-learn's ``KMeans`` does.
 
     Fitted buffers: ``centroids_`` ``(n_clusters, L*S)`` and ``inertia_`` ``()`` (float64).
     """
@@ -279,12 +299,15 @@ class KMeansModel(_WindowModel):
     kind = "reconstruct"
 
     def __init__(self, n_sensors: int, lookback: int, n_clusters: Optional[int] = None, max_iter: int = 100,
-                 n_init: int = 1):
+                 n_init: int = 1, tol: float = 1e-4):
         super().__init__(n_sensors, lookback)
         self.n_clusters = None if n_clusters is None else _positive_int(n_clusters, "n_clusters", "KMeansModel")
         self.k = DEFAULT_CLUSTERS if n_clusters is None else self.n_clusters
         self.max_iter = _positive_int(max_iter, "max_iter", "KMeansModel")
         self.n_init = _positive_int(n_init, "n_init", "KMeansModel")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)) or not 0 <= tol < math.inf:
+            raise ConfigError(f"KMeansModel: tol must be a number >= 0; got {tol!r}.")
+        self.tol = float(tol)
         self.register_buffer("centroids_", torch.zeros(self.k, self.n_features, dtype=torch.float64))
         self.register_buffer("inertia_", torch.zeros((), dtype=torch.float64))
 
@@ -294,15 +317,17 @@ class KMeansModel(_WindowModel):
     def fit_windows(self, inputs: np.ndarray, seed: Optional[int] = None) -> None:
         """Fit on training windows ``(N, L, S)``; ``seed`` seeds the k-means++ draws (``None``:
         fresh randomness)."""
-        flat = self._training_rows(inputs, 1, "to form a cluster")
+        flat = self._training_rows(inputs, 1, "to form a cluster").astype(np.float64)
         if self.n_clusters is not None and len(flat) < self.n_clusters:
             raise DataError(f"KMeansModel: n_clusters={self.n_clusters} is more than the {len(flat)} training "
                             f"windows; choose n_clusters <= {len(flat)} or give it more rows.")
         k = min(self.k, len(flat))
         rng = np.random.default_rng(seed)
+        tol = self.tol * float(flat.var(axis=0).mean())
+        flat_sq = (flat * flat).sum(axis=1)
         best: Optional[tuple[np.ndarray, float]] = None
         for _ in range(self.n_init):
-            run = _lloyd(flat, _kmeans_plus_plus(flat, k, rng), self.max_iter)
+            run = _lloyd(flat, flat_sq, _kmeans_plus_plus(flat, flat_sq, k, rng), self.max_iter, tol)
             if best is None or run[1] < best[1]:
                 best = run
         centres = np.empty((self.k, self.n_features))
@@ -379,7 +404,6 @@ class IForestModel(_WindowModel):
         """Grow the forest on training windows ``(N, L, S)``; ``seed`` seeds every random draw
         (``None``: fresh randomness)."""
         flat = self._training_rows(inputs, 2, "to isolate one from another")
-        flat = flat.astype(np.float32).astype(np.float64)
         n = len(flat)
         psi = min(self.max_samples, n)
         max_depth = math.ceil(math.log2(max(psi, 2)))
@@ -389,7 +413,7 @@ class IForestModel(_WindowModel):
                   "feature": np.full(shape, -2, np.int32), "threshold": np.full(shape, -2.0),
                   "n_node_samples": np.zeros(shape, np.int32)}
         for t in range(self.n_estimators):
-            rows = flat[rng.choice(n, size=psi, replace=False)]
+            rows = flat[rng.choice(n, size=psi, replace=False)].astype(np.float32).astype(np.float64)
             self._grow(rows, rng, max_depth, {name: a[t] for name, a in arrays.items()})
         for name, value in arrays.items():
             self._store(getattr(self, name), value)
