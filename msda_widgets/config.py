@@ -158,6 +158,10 @@ class ModelConfig(_Config):
     hidden_sizes: the LSTM autoencoder's encoder sizes; the decoder mirrors them
         (default (128, 64) gives the ancestor's 128-64-64-128).
     dropout: dropout probability in both models.
+    n_components: principal components of the ``pca`` model (``None``: 10, or fewer when a window
+        holds fewer values).
+    n_clusters: clusters of the ``kmeans`` model (``None``: 20).
+    n_estimators: trees of the ``iforest`` model.
     """
 
     model: str = "deepcnn"
@@ -167,6 +171,9 @@ class ModelConfig(_Config):
     dense_units: int = 40
     hidden_sizes: tuple[int, ...] = (128, 64)
     dropout: float = 0.2
+    n_components: int | None = None
+    n_clusters: int | None = None
+    n_estimators: int = 100
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -182,6 +189,10 @@ class ModelConfig(_Config):
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ConfigError(f"hidden_sizes must be positive integers; got {self.hidden_sizes!r}")
         s(self, "dropout", _number(self.dropout, "dropout", low=0, high=1, high_open=True))
+        for name in ("n_components", "n_clusters"):
+            if getattr(self, name) is not None:
+                s(self, name, _number(getattr(self, name), name, low=1, integer=True))
+        s(self, "n_estimators", _number(self.n_estimators, "n_estimators", low=1, integer=True))
 
 
 @dataclass(frozen=True)

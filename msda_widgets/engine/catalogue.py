@@ -126,6 +126,19 @@ for _info in (
     ModelInfo("lstm_ae", "LSTM autoencoder",
               "Stacked LSTM autoencoder that reconstructs the window; score = reconstruction error.",
               "reconstruct", min_lookback=2),
+    ModelInfo("pca", "PCA reconstruction",
+              "Principal components of the flattened windows; score = the error of the window's projection "
+              "on them (fitted in closed form, no training).", "reconstruct", family="baseline", min_lookback=2),
+    ModelInfo("zscore", "z-score",
+              "Each sensor's deviation from its training mean; with standardized errors, the z-score "
+              "(fitted in closed form, no training).", "reconstruct", family="baseline", min_lookback=2),
+    ModelInfo("kmeans", "k-means distance (KMeansAD)",
+              "k-means clusters of the flattened windows; score = the distance of a window to its nearest "
+              "centroid (fitted in closed form, no training).", "reconstruct", family="baseline", min_lookback=2),
+    ModelInfo("iforest", "Isolation forest",
+              "An isolation forest on the flattened windows; score = how quickly random splits isolate the "
+              "window (not differentiable: explained by kernel SHAP and LIME).", "score", differentiable=False,
+              family="baseline", min_lookback=2),
 ):
     add_model(_info)
 

@@ -249,6 +249,7 @@ class Detector:
                  drop_constant: bool = True,
                  lookback: int = 10, kernel_size: int = 3, conv_channels: tuple = (32, 32),
                  dense_units: int = 40, hidden_sizes: tuple = (128, 64), dropout: float = 0.2,
+                 n_components: Optional[int] = None, n_clusters: Optional[int] = None, n_estimators: int = 100,
                  epochs: int = 30, batch_size: int = 256, learning_rate: float = 1e-3,
                  validation_split: float = 0.1, patience: int = 5, min_delta: float = 1e-5,
                  seed: Optional[int] = 0, device: str = "auto", num_threads: Optional[int] = None,

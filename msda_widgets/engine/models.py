@@ -25,6 +25,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import ConfigError
 from . import catalogue
+from .baselines import IForestModel, KMeansModel, PCAModel, ZScoreModel
 from .layout import KINDS
 
 __all__ = ["ModelSpec", "MODELS", "register_model", "build_model", "get_spec", "DeepCNN",
@@ -167,3 +168,7 @@ register_model(ModelSpec.from_catalogue(
     "deepcnn", lambda n, c: DeepCNN(n, c.lookback, c.conv_channels, c.kernel_size, c.dense_units, c.dropout)))
 register_model(ModelSpec.from_catalogue(
     "lstm_ae", lambda n, c: LSTMAutoencoder(n, c.lookback, c.hidden_sizes, c.dropout)))
+register_model(ModelSpec.from_catalogue("pca", lambda n, c: PCAModel(n, c.lookback, c.n_components)))
+register_model(ModelSpec.from_catalogue("zscore", lambda n, c: ZScoreModel(n, c.lookback)))
+register_model(ModelSpec.from_catalogue("kmeans", lambda n, c: KMeansModel(n, c.lookback, c.n_clusters)))
+register_model(ModelSpec.from_catalogue("iforest", lambda n, c: IForestModel(n, c.lookback, c.n_estimators)))
