@@ -34,6 +34,7 @@ SCALINGS = ("minmax", "standard")
 SCORES = ("l2", "mahalanobis")
 REDUCTIONS = ("last", "window")
 DEVICES = ("auto", "cpu", "cuda")
+THRESHOLD_SCORES = ("holdout", "fit")
 DEFAULT_LABEL_COLUMNS = ("anomaly", "anomalies", "label", "labels", "is_anomaly", "changepoint",
                          "outlier", "target")
 
@@ -247,6 +248,11 @@ class ScoreConfig(_Config):
     standardize_errors: divide each sensor's error by its spread (root mean square) on normal
         held-out data (the validation tail; the training windows without one), so that a sensor
         with a large normal error dominates neither the score nor its explanation.
+    threshold_on: which scores a threshold is computed from: ``holdout`` (the held-out validation
+        tail, which the model was not fitted on, when it has at least 50 scored windows; otherwise
+        every fit window) or ``fit`` (every window of the fit data).
+    min_duration: a row is flagged only when it and the ``min_duration - 1`` rows before it all
+        score above the threshold (a causal persistence rule: it never looks ahead); 1 = no rule.
     """
 
     score: str = "l2"
@@ -254,6 +260,8 @@ class ScoreConfig(_Config):
     threshold: str = "quantile"
     threshold_param: float | None = None
     standardize_errors: bool = False
+    threshold_on: str = "holdout"
+    min_duration: int = 1
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -266,6 +274,8 @@ class ScoreConfig(_Config):
         if not isinstance(self.standardize_errors, bool) and type(self.standardize_errors).__name__ != "bool_":
             raise ConfigError(f"standardize_errors must be True or False; got {self.standardize_errors!r}")
         s(self, "standardize_errors", bool(self.standardize_errors))
+        s(self, "threshold_on", _choice(self.threshold_on, "threshold_on", THRESHOLD_SCORES))
+        s(self, "min_duration", _number(self.min_duration, "min_duration", low=1, integer=True))
 
 
 _PARTS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "score": ScoreConfig}

@@ -51,6 +51,8 @@ BACKGROUND_SIZE = 100  # normal training windows kept for SHAP / baselines
 #: The smallest spread a sensor's error is divided by (relative to the largest), so a sensor the
 #: model forecasts perfectly cannot turn a rounding error into a huge score.
 ERROR_SCALE_FLOOR = 1e-3
+#: Held-out windows needed before thresholds are computed from them (``threshold_on="holdout"``).
+MIN_HOLDOUT = 50
 
 DataLike = Union[pd.DataFrame, pd.Series, np.ndarray, str, os.PathLike]
 
@@ -134,6 +136,7 @@ class _Fitted:
     threshold: float
     train_scores: np.ndarray       # (N,) scores of the fit data's windows, in time order
     train_index: pd.Index          # (N,) the rows they judge
+    threshold_scores: np.ndarray   # the scores thresholds are computed from (the held-out tail's, by default)
     decision_scores: np.ndarray    # (n,) the fit data's scores on the caller's rows (NaN: unscored)
     error_mean: np.ndarray
     error_precision: np.ndarray
@@ -189,6 +192,8 @@ def _check_bundle(det: "Detector", f: _Fitted) -> None:
         (math.isfinite(f.threshold), f"the threshold is {f.threshold}"),
         (f.train_scores.ndim == 1 and f.train_scores.size >= 1 and np.isfinite(f.train_scores).all(),
          f"the training scores (shape {f.train_scores.shape}) are not a non-empty 1-D array of finite numbers"),
+        (f.threshold_scores.ndim == 1 and f.threshold_scores.size >= 1 and np.isfinite(f.threshold_scores).all(),
+         f"the threshold scores (shape {f.threshold_scores.shape}) are not a non-empty 1-D array of finite numbers"),
         (len(f.train_index) == len(f.train_scores),
          f"{len(f.train_index)} training rows for {len(f.train_scores)} training scores"),
         (f.decision_scores.ndim == 1, f"the fit data's scores have shape {f.decision_scores.shape}"),
@@ -231,8 +236,9 @@ class Detector:
         the decision threshold; ``labels_`` (0/1) and ``decision_scores_`` the fit data's flags and
         scores on its own rows (NaN where no window judges a row), as in PyOD;
     ``train_scores_``, ``train_index_``
-        the scores of the fit data's windows and the rows they judge (time order), from which
-        thresholds are computed;
+        the scores of the fit data's windows and the rows they judge (time order);
+        ``threshold_scores_`` the scores thresholds are computed from (``threshold_on``: by default
+        those of the held-out validation tail, which the model was not fitted on);
     ``error_mean_``, ``error_precision_``
         the Mahalanobis statistics of the training errors; ``error_scale_`` each sensor's error
         spread on normal held-out data when ``standardize_errors`` (else ``None``);
@@ -255,6 +261,7 @@ class Detector:
                  seed: Optional[int] = 0, device: str = "auto", num_threads: Optional[int] = None,
                  score: str = "l2", reduction: str = "last", threshold: str = "quantile",
                  threshold_param: Optional[float] = None, standardize_errors: bool = False,
+                 threshold_on: str = "holdout", min_duration: int = 1,
                  **unknown: Any) -> None:
         given = dict(locals())
         if unknown:  # refused with a suggestion, as DetectorConfig does
@@ -329,7 +336,8 @@ class Detector:
 
     @property
     def labels_(self) -> np.ndarray:
-        """The fit data's flags on its own rows, 0/1 (PyOD's ``labels_``; 0 where unscored)."""
+        """The fit data's rows scoring above ``threshold_``, 0/1 (PyOD's ``labels_``; 0 where unscored;
+        the ``min_duration`` rule is not applied here, ``predict`` applies it)."""
         self._check_fitted()
         with np.errstate(invalid="ignore"):
             return (np.asarray(self.decision_scores_) > self.threshold_).astype(np.int64)
@@ -508,12 +516,16 @@ class Detector:
                     scores = final.combine(scaled_sq, scaled_vec).numpy()
             elif not np.isfinite(scores).all():
                 raise TrainingError("The fitted model gives NaN or infinite scores on the fit data.")
-        threshold = compute_threshold(scores, cfg.score.threshold, cfg.score.threshold_param)
+        threshold_scores = scores
+        if cfg.score.threshold_on == "holdout" and len(val_idx) >= MIN_HOLDOUT:
+            threshold_scores = scores[val_idx]
+        threshold = compute_threshold(threshold_scores, cfg.score.threshold, cfg.score.threshold_param)
         full = np.full(n_rows, np.nan)
         full[judged] = scores
         self._set_fitted(_Fitted(
             pipeline=pipeline, scaler=scaler, model=model, device=device, history=history,
             threshold=float(threshold), train_scores=scores, train_index=sd.index[judged],
+            threshold_scores=np.array(threshold_scores),
             decision_scores=full[sd.positions], error_mean=error_mean, error_precision=error_precision,
             error_scale=error_scale, background=self._background(windows, train_idx, scores, threshold),
             data_report=sd.report, fit_seconds=time.perf_counter() - t0, versions=_versions()))
@@ -589,7 +601,7 @@ class Detector:
             a.flags.writeable = False
         label, labels = aligned_labels(frame, sd)
         return Detection(sd, scoring.layout, row_scores, row_contrib, float(self.threshold_), frame.index,
-                         labels, label)
+                         labels, label, self.config.score.min_duration)
 
     def score(self, data: DataLike) -> pd.Series:
         """Anomaly score per row of ``data`` (NaN where no window judges the row)."""
@@ -601,7 +613,8 @@ class Detector:
         return self.detect(X).scores.to_numpy(dtype=np.float64)
 
     def predict(self, data: DataLike) -> pd.Series:
-        """True where the score is above ``threshold_`` (False where there is no score)."""
+        """True where the score is above ``threshold_`` (for ``min_duration`` rows in a row; False
+        where there is no score)."""
         return self.detect(data).anomalies
 
     def contributions(self, data: DataLike) -> pd.DataFrame:
@@ -610,10 +623,10 @@ class Detector:
 
     # -- threshold -------------------------------------------------------------------------
     def set_threshold(self, method: Optional[str] = None, param: Optional[float] = None) -> float:
-        """Recompute ``threshold_`` from the fit data's scores: no retraining needed."""
+        """Recompute ``threshold_`` from ``threshold_scores_``: no retraining needed."""
         self._check_fitted()
         method = method or self.config.score.threshold
-        value = compute_threshold(self.train_scores_, method, param)
+        value = compute_threshold(self.threshold_scores_, method, param)
         self.set_params(threshold=method, threshold_param=param)
         self.threshold_ = value
         return value
@@ -637,6 +650,7 @@ class Detector:
             "threshold": float(self.threshold_),
             "train_scores": torch.from_numpy(np.asarray(self.train_scores_, dtype=np.float64)),
             "train_index": _encode_index(self.train_index_),
+            "threshold_scores": torch.from_numpy(np.asarray(self.threshold_scores_, dtype=np.float64)),
             "decision_scores": torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64)),
             "error_mean": torch.from_numpy(np.asarray(self.error_mean_, dtype=np.float64)),
             "error_precision": torch.from_numpy(np.asarray(self.error_precision_, dtype=np.float64)),
@@ -702,6 +716,7 @@ class Detector:
                 threshold=float(bundle["threshold"]),
                 train_scores=bundle["train_scores"].numpy(),
                 train_index=_decode_index(bundle["train_index"]),
+                threshold_scores=bundle["threshold_scores"].numpy(),
                 decision_scores=bundle["decision_scores"].numpy(),
                 error_mean=bundle["error_mean"].numpy(),
                 error_precision=bundle["error_precision"].numpy(),

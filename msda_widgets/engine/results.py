@@ -21,7 +21,7 @@ import pandas as pd
 from .data import SensorData
 from .layout import WindowLayout
 
-__all__ = ["Detection", "aligned_labels", "TOP_SENSORS"]
+__all__ = ["Detection", "aligned_labels", "persistent", "TOP_SENSORS"]
 
 #: Sensors named per row by :meth:`Detection.top_sensors` unless asked otherwise.
 TOP_SENSORS = 3
@@ -38,6 +38,18 @@ def aligned_labels(frame: pd.DataFrame, data: SensorData) -> tuple[Optional[str]
         return None, None
     truth = pd.to_numeric(frame[label], errors="coerce").fillna(0).to_numpy(dtype=np.float64) > 0
     return label, np.bincount(np.asarray(data.positions), weights=truth, minlength=len(data.index)) > 0
+
+
+def persistent(above: np.ndarray, min_duration: int) -> np.ndarray:
+    """``(T,)`` bool: rows that are above the threshold together with the ``min_duration - 1`` rows
+    before them (causal: a row's flag never depends on later rows)."""
+    above = np.asarray(above, dtype=bool)
+    if min_duration <= 1 or not len(above):
+        return above
+    # length of the run of True values ending at each row
+    idx = np.arange(len(above))
+    last_false = np.maximum.accumulate(np.where(~above, idx, -1))
+    return (idx - last_false) >= min_duration
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +75,7 @@ class Detection:
     caller_index: pd.Index
     labels: Optional[np.ndarray] = None
     label_column: Optional[str] = None
+    min_duration: int = 1
 
     # -- prepared-row order ----------------------------------------------------------------------
     @property
@@ -80,8 +93,9 @@ class Detection:
 
     @cached_property
     def row_flags(self) -> np.ndarray:
+        """``(T,)`` bool: above the threshold (for ``min_duration`` rows in a row)."""
         with np.errstate(invalid="ignore"):
-            return self.row_scores > self.threshold
+            return persistent(self.row_scores > self.threshold, self.min_duration)
 
     @cached_property
     def scored_rows(self) -> np.ndarray:
@@ -131,9 +145,11 @@ class Detection:
         finite = self.row_scores[self.scored_rows]
         return np.histogram(finite, bins=bins) if len(finite) else (np.zeros(0), np.zeros(1))
 
-    def with_threshold(self, threshold: float) -> "Detection":
-        """The same scores judged against another threshold (a new object; this one is unchanged)."""
-        return dataclasses.replace(self, threshold=float(threshold))
+    def with_threshold(self, threshold: float, min_duration: Optional[int] = None) -> "Detection":
+        """The same scores judged against another threshold (and persistence rule): a new object;
+        this one is unchanged."""
+        return dataclasses.replace(self, threshold=float(threshold),
+                                   min_duration=self.min_duration if min_duration is None else int(min_duration))
 
     # -- caller order -----------------------------------------------------------------------------
     @cached_property

@@ -104,7 +104,7 @@ def _same(a, b) -> bool:
 def test_load_sets_every_fitted_attribute_exactly_as_fit(spiky, tmp_path, settings):
     det = Detector(**settings).fit(spiky)
     loaded = Detector.load(det.save(tmp_path / "m.msda"))
-    plain = ("threshold", "train_scores", "train_index", "decision_scores", "error_mean", "error_precision",
+    plain = ("threshold", "train_scores", "train_index", "threshold_scores", "decision_scores", "error_mean", "error_precision",
              "error_scale", "background", "data_report", "fit_seconds", "versions")
     for name in plain:
         assert _same(getattr(det, name + "_"), getattr(loaded, name + "_")), name
@@ -223,3 +223,38 @@ def test_register_pyod_refuses_what_is_not_a_detector(pyod_models):
     with pytest.raises(ConfigError, match="already registered"):
         from pyod.models.ecod import ECOD
         register_pyod(pyod_models[0], ECOD)
+
+
+# ------------------------------------------------------------------------- thresholds out of sample
+
+def test_the_default_threshold_comes_from_the_held_out_tail(spiky):
+    det = Detector(**FAST).fit(spiky)
+    n_val = len(det.threshold_scores_)
+    assert 50 <= n_val < len(det.train_scores_)
+    np.testing.assert_array_equal(det.threshold_scores_, det.train_scores_[-n_val:])
+    assert det.threshold_ == pytest.approx(np.quantile(det.threshold_scores_, 0.99))
+    fit_all = Detector(**FAST, threshold_on="fit").fit(spiky)
+    np.testing.assert_array_equal(fit_all.threshold_scores_, fit_all.train_scores_)
+    assert det.set_threshold("quantile", 0.9) == pytest.approx(np.quantile(det.threshold_scores_, 0.9))
+    short = Detector(**FAST, validation_split=0.0).fit(spiky)  # no tail: every fit window counts
+    np.testing.assert_array_equal(short.threshold_scores_, short.train_scores_)
+
+
+def test_min_duration_flags_only_runs_and_never_looks_ahead(cnn, spiky):
+    from msda_widgets.engine.results import persistent
+    above = np.array([0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=bool)
+    np.testing.assert_array_equal(persistent(above, 1), above)
+    np.testing.assert_array_equal(persistent(above, 2), [0, 0, 1, 0, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(persistent(above, 3), [0, 0, 0, 0, 0, 0, 1, 0, 0])
+    for k in (2, 3):  # causal: the flags of a prefix are the prefix of the flags
+        full = persistent(above, k)
+        assert all((persistent(above[:n], k) == full[:n]).all() for n in range(1, len(above)))
+    d = cnn.detect(spiky)
+    two = d.with_threshold(d.threshold, min_duration=2)
+    raw = d.row_scores > d.threshold
+    np.testing.assert_array_equal(two.row_flags, raw & np.r_[False, raw[:-1]])
+    assert two.n_anomalies <= d.n_anomalies and d.min_duration == 1
+    det = Detector(**FAST, min_duration=3).fit(spiky)
+    flags = det.predict(spiky).to_numpy()
+    above3 = (det.score(spiky) > det.threshold_).to_numpy()
+    np.testing.assert_array_equal(flags, persistent(above3, 3))

@@ -111,7 +111,7 @@ def test_threshold_changes_without_retraining(cnn, spiky):
         assert n_flags[0] > n_flags[1]
         assert cnn.set_threshold("fixed", 123.0) == 123.0 and not cnn.predict(spiky).any()
         ks = cnn.set_threshold("ksigma", 3)
-        s = cnn.train_scores_
+        s = cnn.threshold_scores_  # the held-out tail by default
         assert ks == pytest.approx(s.mean() + 3 * s.std())
     finally:
         cnn.set_threshold("quantile", None)
