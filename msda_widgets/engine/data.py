@@ -32,11 +32,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 from pandas.api import types as ptypes
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError, ModelFileError, NotFittedError
+from .layout import WindowLayout
 
 __all__ = [
     "load_csv",
@@ -1400,31 +1400,19 @@ class Scaler:
 # --------------------------------------------------------------------------------------------
 
 def make_windows(values: np.ndarray, lookback: int, task: str) -> Windows:
-    """Sliding windows of ``lookback`` rows as a read-only strided view (no copy).
+    """Sliding windows of ``lookback`` rows as a read-only strided view (no copy), split into
+    what a network reads and what its output is compared with (see
+    :class:`~msda_widgets.engine.layout.WindowLayout`, which defines the layout).
 
     forecast: rows ``i..i+L-1`` predict row ``i+L``; ``N = T - L``; ``judged = L + arange(N)``.
     reconstruct: rows ``i..i+L-1`` are reconstructed; ``N = T - L + 1``; ``judged = L - 1 + arange(N)``.
     """
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not one of {', '.join(map(repr, TASKS))}.")
-    if isinstance(lookback, bool) or not isinstance(lookback, (int, np.integer)) or lookback < 1:
-        raise ConfigError(f"lookback must be a positive integer; got {lookback!r}")
-    lookback = int(lookback)
+    layout = WindowLayout(lookback, task)
     v = np.asarray(values)
-    if v.ndim != 2:
-        raise DataError(f"make_windows needs a (time, sensors) array; got shape {v.shape}.")
-    T = v.shape[0]
-    need = lookback + 1 if task == "forecast" else lookback
-    if T < need:
-        raise DataError(f"Too few rows for one {task} window: lookback={lookback} needs at least {need} "
-                        f"rows; got {T}. Use a longer series or a smaller lookback.")
+    windows = layout.windows(v)
+    inputs, targets = layout.split(windows)
     if task == "forecast":
-        inputs = sliding_window_view(v[:-1], lookback, axis=0).transpose(0, 2, 1)
-        targets = v[lookback:].view()
-        targets.flags.writeable = False
-        judged = lookback + np.arange(T - lookback, dtype=np.int64)
-    else:
-        inputs = sliding_window_view(v, lookback, axis=0).transpose(0, 2, 1)
-        targets = inputs
-        judged = lookback - 1 + np.arange(T - lookback + 1, dtype=np.int64)
-    return Windows(inputs=inputs, targets=targets, judged=judged, task=task)
+        targets = np.asarray(targets)
+    return Windows(inputs=inputs, targets=targets, judged=layout.judged(len(v)), task=task)
