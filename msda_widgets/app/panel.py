@@ -17,34 +17,14 @@ from typing import Any, Callable, Optional
 import ipywidgets as widgets
 
 from ..config import DetectorConfig, IMPUTE_MODES
+from ..engine import catalogue
 from ..engine.thresholds import THRESHOLDS
 from .metrics_view import MetricsView
 from .theme import LIGHT, Palette, palette
 
-__all__ = ["ControlPanel", "explain_methods", "EXPLAIN_FALLBACK", "MODEL_CHOICES", "BATCH_SIZES"]
+__all__ = ["ControlPanel", "explain_methods", "model_choices", "BATCH_SIZES"]
 
-#: Model choices (name -> label). The registry lives in engine.models, which imports torch.
-MODEL_CHOICES = (("DeepCNN forecaster", "deepcnn"), ("LSTM autoencoder", "lstm_ae"))
-MODEL_TASKS = {"deepcnn": "forecast", "lstm_ae": "reconstruct"}
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024)
-
-#: Explanation methods, used until msda_widgets.engine.explain (shap, captum) has been imported.
-EXPLAIN_FALLBACK: dict[str, tuple[str, tuple[str, ...]]] = {
-    "error": ("The score split by sensor: each sensor's share of the prediction error (exact and instant).",
-              ("forecast", "reconstruct")),
-    "shap": ("SHAP: how much each sensor and time step pushed the score up or down, compared with "
-             "normal training windows.", ("forecast", "reconstruct")),
-    "kernel_shap": ("Kernel SHAP: SHAP values found by hiding sensors and watching the score (slower).",
-                    ("forecast", "reconstruct")),
-    "saliency": ("Saliency: how sensitive the score is to a small change of each input.",
-                 ("forecast", "reconstruct")),
-    "input_x_gradient": ("Input × gradient: sensitivity weighted by the input value.",
-                         ("forecast", "reconstruct")),
-    "integrated_gradients": ("Integrated gradients: the score change from a normal window to this one, "
-                             "shared out over the inputs.", ("forecast", "reconstruct")),
-    "grad_cam": ("Grad-CAM: which time steps the CNN's filters looked at (CNN only).", ("forecast",)),
-    "lime": ("LIME: a simple straight-line model fitted around this window.", ("forecast", "reconstruct")),
-}
 
 #: Status line (text, background) per level, light theme (the palette has the dark ones).
 LEVEL_COLOURS = dict(LIGHT.levels)
@@ -54,30 +34,17 @@ _WIDE = widgets.Layout(width="98%")
 _STYLE = {"description_width": "105px"}
 
 
-def explain_methods(task: Optional[str] = None) -> dict[str, str]:
-    """Explanation methods available for a model task: name -> description.
-
-    Uses the engine's ``EXPLAINERS`` registry when ``msda_widgets.engine.explain`` is already
-    imported (it imports shap and captum, too slow for the first page load); otherwise a built-in
-    list of the same names.
-    """
-    module = sys.modules.get("msda_widgets.engine.explain")
-    registry = getattr(module, "EXPLAINERS", None) if module is not None else None
-    out: dict[str, str] = {}
-    if registry:
-        for name, method in registry.items():
-            models = tuple(getattr(method, "models", ()) or ())
-            if task is None or not models or task in models or _model_for(task) in models:
-                out[name] = str(getattr(method, "description", "") or name)
-        return out
-    for name, (description, tasks) in EXPLAIN_FALLBACK.items():
-        if task is None or task in tasks:
-            out[name] = description
-    return out
+def model_choices() -> list[tuple[str, str]]:
+    """(label, name) of every model in the engine's torch-free catalogue, in catalogue order."""
+    return [(m.label, m.name) for m in catalogue.models()]
 
 
-def _model_for(task: str) -> Optional[str]:
-    return next((m for m, t in MODEL_TASKS.items() if t == task), None)
+def explain_methods(model: Optional[str] = None) -> dict[str, str]:
+    """Explanation methods that serve ``model`` (a catalogue name; ``None``: every method):
+    name -> description, from the engine's torch-free catalogue."""
+    if model is None or model not in catalogue.MODEL_INFO:
+        return {m.name: m.description for m in catalogue.methods()}
+    return {m.name: m.description for m in catalogue.methods_for(model)}
 
 
 def _fmt_numbers(values: Any) -> str:
@@ -194,7 +161,7 @@ class ControlPanel:
 
         # -- model --------------------------------------------------------------------------
         self.model = widgets.Dropdown(
-            description="model", options=list(MODEL_CHOICES), layout=_WIDE, style=_STYLE,
+            description="model", options=model_choices(), layout=_WIDE, style=_STYLE,
             tooltip="DeepCNN learns to predict the next reading; the LSTM autoencoder learns to "
                     "redraw each window. Both flag what they get badly wrong.")
         self.lookback = widgets.IntSlider(
@@ -436,8 +403,9 @@ class ControlPanel:
 
     def _sync_model(self, settings: dict) -> None:
         model = settings.get("model", "deepcnn")
-        names = [v for _, v in MODEL_CHOICES]
-        self.model.options = list(MODEL_CHOICES) + ([(model, model)] if model not in names else [])
+        choices = model_choices()
+        names = [v for _, v in choices]
+        self.model.options = choices + ([(model, model)] if model not in names else [])
         self.model.value = model
         lookback = int(settings.get("lookback", 10))
         self.lookback.min, self.lookback.max = min(4, lookback), max(100, lookback)
@@ -547,8 +515,7 @@ class ControlPanel:
         s = self.state
         model = (s.settings or {}).get("model", "deepcnn")
         detector = s.detector
-        task = getattr(detector, "task", None) if detector is not None else MODEL_TASKS.get(model)
-        methods = explain_methods(task)
+        methods = explain_methods(detector.config.model.model if detector is not None else model)
         current = s.explain_method
         if current and current not in methods:
             methods = {**methods, current: explain_methods(None).get(current, current)}

@@ -601,12 +601,15 @@ def test_panel_falls_back_to_file_upload_without_the_front_end(loaded, monkeypat
     assert p.upload.value == ()
 
 
-def test_explain_methods_fall_back_without_the_engine_module(loaded):
+def test_explain_methods_come_from_the_catalogue_without_the_engine_module(loaded):
     p = ControlPanel(loaded.state, loaded)
     assert "shap" in p.explain_method.options and "grad_cam" in p.explain_method.options
     assert p.explain_method.value == loaded.state.explain_method
     p.model.value = "lstm_ae"  # grad_cam needs the CNN
     assert "grad_cam" not in p.explain_method.options
+    assert {v for _, v in p.model.options} >= {"deepcnn", "lstm_ae", "pca", "zscore", "kmeans", "iforest"}
+    p.model.value = "iforest"  # not differentiable: perturbation methods only
+    assert set(p.explain_method.options) - {loaded.state.explain_method} == {"kernel_shap", "lime"}
 
 
 # ------------------------------------------------------------------------------------------- dashboard
