@@ -515,7 +515,7 @@ class Controller:
             self._say(f"Threshold {value:.4g} ({method}{'' if param is None else f' {param:g}'}): "
                       f"{self.state.n_anomalies} anomalies.", "info")
 
-    # -- labels and classroom (issue 7) ---------------------------------------------------------
+    # -- labels and classroom ------------------------------------------------------------------
     #: The teacher's code (classroom mode); kept here only, never in the state the views render.
     _teacher_code: Optional[str] = None
     #: Wrong codes allowed before the switch locks, and for how long it locks (seconds). Every
@@ -709,7 +709,7 @@ class Controller:
         body = table.drop(columns=["position"]).to_csv(index=False)
         return ("\n".join(lines) + "\n" + body).encode("utf-8")
 
-    # -- profiling (issue 8) -------------------------------------------------------------------
+    # -- profiling ----------------------------------------------------------------------------
     # The "Profile sensors" tab (engine.profile). Lazy: nothing is computed until show_profile()
     # (the tab is first shown); from then on the profile follows the data (an observer of
     # state.series, registered by show_profile) and the options. It profiles every candidate

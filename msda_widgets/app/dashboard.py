@@ -120,7 +120,7 @@ class Dashboard:
                            widgets.Box([self.table.widget],
                                        layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"))])],
             layout=widgets.Layout(min_width="0", width="100%"))
-        # -- profiling (issue 8): main area in tabs; the profile is computed when first shown
+        # -- profiling: main area in tabs; the profile is computed when first shown
         self.profile_view = ProfileView(self.state, self.controller, theme=p)
         self.tabs = widgets.Tab([main, self.profile_view.widget], titles=("Detect", "Profile sensors"),
                                 layout=widgets.Layout(min_width="0", width="100%"))

@@ -84,7 +84,7 @@ class AppState(HasTraits):
                          help="DataFrame of flagged rows: position, when, score, top_sensors (by score desc).")
     metrics = Dict(help="precision / recall / f1 against labels, when labels are known.")
 
-    # -- labels and classroom (issue 7) ----------------------------------------------------------
+    # -- labels and classroom -------------------------------------------------------------------
     # ``metrics``: engine.metrics.point_metrics of the flags against ``series.labels`` over the
     # scored rows, plus ``scored`` (rows counted); {} without labels or results (Controller).
     classroom = Bool(False, help="Classroom mode: the ground truth is hidden until the teacher shows it.")
@@ -103,7 +103,7 @@ class AppState(HasTraits):
     brush = AnyTrait(None, allow_none=True, help="(low, high) score range brushed on the histogram.")
     view_range = AnyTrait(None, allow_none=True, help="(start, end) visible x range of the timeline.")
 
-    # -- profiling (issue 8) -------------------------------------------------------------------
+    # -- profiling ----------------------------------------------------------------------------
     # The "Profile sensors" tab: an engine.profile.SensorProfile of every candidate sensor (the
     # data as prepared for the detector, whatever the sensor selection), computed by the
     # Controller only once the tab has been shown, and again when the data or the options change.
